@@ -1,0 +1,160 @@
+"""Every error the engine raises, in one place.
+
+Errors carry the offending values as attributes so that callers (the CLI, the sync service) can record
+them, and their messages end with what to do next. Input problems subclass ``ValueError``; failures while
+running an algorithm subclass ``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+class SmashError(Exception):
+    """Root of every error raised by ``smash``."""
+
+
+# --- configuration ---------------------------------------------------------------------------------------
+
+
+class SmashConfigError(SmashError, ValueError):
+    """A SmashConfig (or its JSON form) is not valid."""
+
+
+class UnknownAlgorithmError(SmashConfigError, LookupError):
+    """An algorithm name is not registered."""
+
+    def __init__(self, name: object, known: Iterable[str]) -> None:
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(
+            f"unknown algorithm {name!r}; registered algorithms are: {', '.join(self.known) or '(none)'}. "
+            "Use one of those names, or register a plugin under the 'smash.algorithms' entry point."
+        )
+
+
+class HyperparameterError(SmashConfigError):
+    """A hyperparameter is unknown, of the wrong type or out of range."""
+
+    def __init__(self, algorithm: str, field: str, value: object, allowed: str) -> None:
+        self.algorithm = algorithm
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{algorithm}.{field} = {value!r} is not valid: {allowed}.")
+
+
+class GroupConflictError(SmashConfigError):
+    """Two algorithms of one exclusive group were requested together."""
+
+    def __init__(self, group: str, algorithms: Sequence[str]) -> None:
+        self.group = group
+        self.algorithms = tuple(algorithms)
+        super().__init__(
+            f"at most one {group} may run, but the config asks for {', '.join(self.algorithms)}; "
+            f"keep one of them."
+        )
+
+
+class IncompatibleAlgorithmsError(SmashConfigError):
+    """Two requested algorithms declare that they cannot run together."""
+
+    def __init__(self, first: str, second: str, reason: str = "") -> None:
+        self.algorithms = (first, second)
+        detail = f" ({reason})" if reason else ""
+        super().__init__(
+            f"algorithms {first!r} and {second!r} are incompatible{detail}; remove one of them."
+        )
+
+
+class OrderingCycleError(SmashConfigError):
+    """The declared before/after constraints of the requested algorithms form a cycle."""
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle = tuple(cycle)
+        super().__init__(
+            f"the ordering constraints form a cycle: {' -> '.join(self.cycle)}; "
+            "these algorithms cannot be ordered, remove one of them."
+        )
+
+
+class ConfigFormatError(SmashConfigError):
+    """Serialized SmashConfig JSON has the wrong shape or format version."""
+
+    def __init__(self, message: str, *, value: Any = None) -> None:
+        self.value = value
+        super().__init__(message)
+
+
+# --- registry --------------------------------------------------------------------------------------------
+
+
+class RegistryError(SmashError):
+    """The algorithm registry was misused (a programming error, not user input)."""
+
+
+class DuplicateAlgorithmError(RegistryError, ValueError):
+    def __init__(self, name: str, existing: type, new: type) -> None:
+        self.name = name
+        super().__init__(
+            f"algorithm name {name!r} is already registered by {existing.__module__}.{existing.__qualname__}; "
+            f"{new.__module__}.{new.__qualname__} must use another name."
+        )
+
+
+class AlgorithmDefinitionError(RegistryError, TypeError):
+    """An algorithm class declares something impossible (unknown group, bad hyperparameter spec)."""
+
+
+class PluginLoadError(RegistryError, ImportError):
+    """A third-party algorithm entry point failed to import."""
+
+    def __init__(self, entry_point: str, cause: BaseException) -> None:
+        self.entry_point = entry_point
+        super().__init__(
+            f"the smash.algorithms entry point {entry_point!r} failed to load: {cause!r}; "
+            "fix or uninstall the package that provides it."
+        )
+
+
+# --- applying --------------------------------------------------------------------------------------------
+
+
+class NotApplicableError(SmashError, ValueError):
+    """An algorithm cannot be applied to this model or on this device."""
+
+    def __init__(self, algorithm: str, reason: str) -> None:
+        self.algorithm = algorithm
+        self.reason = reason
+        super().__init__(f"algorithm {algorithm!r} does not apply: {reason}.")
+
+
+class AlgorithmFailedError(SmashError, RuntimeError):
+    """An algorithm raised while being applied; the smashed copy was discarded."""
+
+    def __init__(self, algorithm: str, cause: BaseException, *, input_modified: bool) -> None:
+        self.algorithm = algorithm
+        self.input_modified = input_modified
+        state = (
+            "the input model was smashed in place and is now partially modified: reload it before reuse"
+            if input_modified
+            else "the input model is unchanged"
+        )
+        super().__init__(f"algorithm {algorithm!r} failed: {cause!r}; {state}.")
+
+
+# --- saving and loading ----------------------------------------------------------------------------------
+
+
+class ArtifactError(SmashError, ValueError):
+    """A saved smashed model (folder or Hub repo) cannot be loaded."""
+
+    def __init__(self, location: str, problem: str, hint: str) -> None:
+        self.location = location
+        self.problem = problem
+        super().__init__(f"{location}: {problem}. {hint}")
+
+
+class UnsafeArtifactError(ArtifactError):
+    """The artifact only offers weights in a format that could execute code (pickle)."""

@@ -1,0 +1,269 @@
+"""PrunaModel: a smashed model with the config that made it, saved as safetensors plus two JSON files.
+
+A saved folder holds:
+- ``config.json`` (and ``generation_config.json``, tokenizer files): the base model's own files;
+- ``smash_config.json``: the SmashConfig (``SmashConfig.to_json``);
+- ``smash_artifact.json``: the applied order, each algorithm's metadata, tensor aliases, versions;
+- ``model.safetensors``: every tensor of the smashed model, quantized ones included. Never pickle.
+
+Loading rebuilds the base architecture from config.json, lets each WEIGHTS algorithm rebuild its module
+structure (``Algorithm.restore``) in the saved order, loads the tensors strictly, then re-applies the
+REAPPLY algorithms (torch.compile, caches).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from smash.algorithms.base import SaveMode, SmashContext
+from smash.config import SmashConfig
+from smash.errors import ArtifactError, UnsafeArtifactError
+from smash.ordering import determine_algorithm_order
+
+CONFIG_FILE = "smash_config.json"
+ARTIFACT_FILE = "smash_artifact.json"
+WEIGHTS_FILE = "model.safetensors"
+ARTIFACT_FORMAT_VERSION = 1
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+_ARTIFACT_KEYS = frozenset({"format_version", "order", "metadata", "aliases", "versions"})
+
+
+class PrunaModel:
+    """Wraps a smashed ``nn.Module``; calls, ``generate`` and attribute access reach the wrapped model."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        smash_config: SmashConfig,
+        *,
+        metadata: Mapping[str, dict[str, Any]] | None = None,
+        tokenizer: Any = None,
+    ) -> None:
+        self.__dict__["model"] = model
+        self.__dict__["smash_config"] = smash_config
+        self.__dict__["metadata"] = dict(metadata or {})
+        self.__dict__["tokenizer"] = tokenizer
+
+    model: nn.Module
+    smash_config: SmashConfig
+    metadata: dict[str, dict[str, Any]]
+    tokenizer: Any
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model.generate(*args, **kwargs)  # type: ignore[operator]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["model"], name)
+
+    def __repr__(self) -> str:
+        return f"PrunaModel({type(self.model).__name__}, {self.smash_config!r})"
+
+    @property
+    def order(self) -> list[str]:
+        return determine_algorithm_order(self.smash_config)
+
+    # --- saving -------------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
+        """Write the folder described in the module docstring and return its path."""
+        path = Path(save_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        base_config = getattr(self.model, "config", None)
+        if base_config is None:
+            raise ArtifactError(
+                str(path),
+                "the wrapped model has no transformers `config`",
+                "Only transformers models (PreTrainedModel) can be saved and loaded back.",
+            )
+        if not getattr(base_config, "architectures", None):
+            base_config = copy.deepcopy(base_config)
+            base_config.architectures = [type(self.model).__name__]
+        base_config.save_pretrained(path)
+        generation_config = getattr(self.model, "generation_config", None)
+        if generation_config is not None:
+            generation_config.save_pretrained(path)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(path)
+        tensors, aliases = _deduplicated_state(self.model)
+        save_file(tensors, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
+        (path / CONFIG_FILE).write_text(self.smash_config.to_json(indent=2) + "\n")
+        artifact = {
+            "format_version": ARTIFACT_FORMAT_VERSION,
+            "order": self.order,
+            "metadata": self.metadata,
+            "aliases": aliases,
+            "versions": _versions(),
+        }
+        (path / ARTIFACT_FILE).write_text(json.dumps(artifact, indent=2, sort_keys=True) + "\n")
+        return path
+
+    # --- loading ------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo_id: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        token: str | None = None,
+        device: str | torch.device | None = None,
+        load_tokenizer: bool = True,
+    ) -> PrunaModel:
+        """Load from a local folder or, for an ``org/name`` that is not a folder, from a Hub repo."""
+        path = Path(path_or_repo_id)
+        if not path.is_dir():
+            from smash.hub import download_artifact  # huggingface_hub only imported when needed
+
+            path = download_artifact(str(path_or_repo_id), revision=revision, token=token)
+        return load_folder(path, device=device, load_tokenizer=load_tokenizer)
+
+
+def _deduplicated_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """State dict with tensors that share storage saved once; ``aliases`` maps dropped -> kept key."""
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[int, int, tuple[int, ...], torch.dtype], str] = {}
+    for key, tensor in model.state_dict().items():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        identity = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
+        if tensor.numel() > 0 and identity in seen:
+            aliases[key] = seen[identity]
+            continue
+        seen[identity] = key
+        tensors[key] = tensor.detach().contiguous().cpu()
+    return tensors, aliases
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    import smash
+
+    return {"smash": smash.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(
+            str(path.parent), f"{path.name} is missing", "Is this a folder written by PrunaModel.save_pretrained?"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(str(path.parent), f"{path.name} is not valid JSON ({e})", "Re-save the model.") from e
+
+
+def read_artifact(path: Path) -> dict[str, Any]:
+    """The validated contents of smash_artifact.json (untrusted: checked field by field)."""
+    data = _read_json(path / ARTIFACT_FILE)
+    hint = "The file was not written by a compatible smash; re-save the model."
+    if not isinstance(data, dict) or set(data) - _ARTIFACT_KEYS:
+        raise ArtifactError(str(path), f"{ARTIFACT_FILE} has unexpected fields", hint)
+    if data.get("format_version") != ARTIFACT_FORMAT_VERSION:
+        raise ArtifactError(
+            str(path), f"{ARTIFACT_FILE} format_version {data.get('format_version')!r} is not supported", hint
+        )
+    metadata, aliases = data.get("metadata", {}), data.get("aliases", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, dict) for v in metadata.values()):
+        raise ArtifactError(str(path), f"{ARTIFACT_FILE} metadata must map names to objects", hint)
+    if not isinstance(aliases, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()
+    ):
+        raise ArtifactError(str(path), f"{ARTIFACT_FILE} aliases must map tensor names to tensor names", hint)
+    return data
+
+
+def check_weights_present(path: Path) -> Path:
+    weights = path / WEIGHTS_FILE
+    if weights.is_file():
+        return weights
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise UnsafeArtifactError(
+            str(path),
+            f"only pickle weights are present ({', '.join(pickles)})",
+            "Pickle can execute code when loaded and is never read; re-save the model as safetensors.",
+        )
+    raise ArtifactError(str(path), f"{WEIGHTS_FILE} is missing", "Re-save the model with save_pretrained.")
+
+
+def build_base(path: Path) -> nn.Module:
+    """The base architecture named by config.json, randomly initialised, without running remote code."""
+    from transformers import AutoConfig
+
+    from smash.architectures import architecture_class
+
+    try:
+        base_config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise ArtifactError(str(path), f"config.json cannot be read ({e})", "Re-save the model.") from e
+    model_cls = architecture_class(base_config, location=str(path))
+    dtype = getattr(base_config, "dtype", None)
+    model = model_cls._from_config(base_config, dtype=dtype if isinstance(dtype, torch.dtype) else None)
+    model.eval()
+    return model
+
+
+def load_tensors(weights: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(weights))
+    except Exception as e:  # safetensors raises its own SafetensorError or OSError on corrupt files
+        raise ArtifactError(
+            str(weights.parent), f"{weights.name} is not a readable safetensors file ({e})", "Re-download it."
+        ) from e
+
+
+def load_folder(
+    path: Path, *, device: str | torch.device | None = None, load_tokenizer: bool = True
+) -> PrunaModel:
+    config = SmashConfig.from_dict(_read_json(path / CONFIG_FILE))
+    artifact = read_artifact(path)
+    weights = check_weights_present(path)
+    order = determine_algorithm_order(config)
+    metadata: dict[str, dict[str, Any]] = artifact.get("metadata", {})
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    model = build_base(path)
+    for name in order:
+        algorithm = config.registry.create(name)
+        if algorithm.save_mode is SaveMode.WEIGHTS:
+            model = algorithm.restore(model, config[name], SmashContext(target.type, dict(metadata.get(name, {}))))
+    tensors = load_tensors(weights)
+    for alias, kept in artifact.get("aliases", {}).items():
+        if kept in tensors:
+            tensors[alias] = tensors[kept]
+    try:
+        model.load_state_dict(tensors, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ArtifactError(
+            str(path), f"the saved tensors do not fit the rebuilt model ({e})", "Re-save the model."
+        ) from e
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    model = model.to(target)
+    for name in order:
+        algorithm = config.registry.create(name)
+        if algorithm.save_mode is SaveMode.REAPPLY:
+            model = algorithm.restore(model, config[name], SmashContext(target.type, dict(metadata.get(name, {}))))
+    tokenizer = _load_tokenizer(path) if load_tokenizer else None
+    return PrunaModel(model, config, metadata=metadata, tokenizer=tokenizer)
+
+
+def _load_tokenizer(path: Path) -> Any:
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)

