@@ -1,0 +1,57 @@
+"""The `pruna-hub` command line: parse, call a service, render. Errors become messages here, at the edge.
+
+Each command group lives in its own module and is listed in ``_COMMANDS`` (loaded lazily so that
+`pruna-hub --help` does not import torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+# command name -> "module:attribute"
+_COMMANDS: dict[str, str] = {}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _COMMANDS:
+            module, attribute = _COMMANDS[cmd_name].split(":")
+            command: click.Command = getattr(importlib.import_module(module), attribute)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup)
+@click.option("--debug", is_flag=True, envvar="PRUNA_HUB_DEBUG", help="Show tracebacks on errors.")
+@click.version_option(package_name="pruna-hub")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Keep a model hub stocked with smashed copies of new models."""
+    ctx.obj = {"debug": debug}
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point: known errors become one message on stderr and exit code 1 or 2."""
+    from pruna_hub.errors import PrunaHubError
+
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        return cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (PrunaHubError, ValueError) as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(getattr(e, "exit_code", 1))
