@@ -158,3 +158,28 @@ class ArtifactError(SmashError, ValueError):
 
 class UnsafeArtifactError(ArtifactError):
     """The artifact only offers weights in a format that could execute code (pickle)."""
+
+
+# --- evaluation ------------------------------------------------------------------------------------------
+
+
+class EvaluationError(SmashError):
+    """Root of the errors raised by ``smash.evaluation``."""
+
+
+class EvaluationSettingsError(EvaluationError, ValueError):
+    """An evaluation setting (or a serialized report) has a bad value."""
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"evaluation setting {field} = {value!r} is not valid: {allowed}.")
+
+
+class EvaluationInputError(EvaluationError, ValueError):
+    """The models or files handed to ``evaluate`` cannot be compared as asked."""
+
+    def __init__(self, problem: str, hint: str) -> None:
+        self.problem = problem
+        super().__init__(f"{problem}. {hint}")
