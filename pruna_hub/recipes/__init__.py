@@ -1,0 +1,49 @@
+"""Recipes: declarative TOML files that say how models of one architecture family are smashed and published.
+
+A recipe file ``<name>.toml`` (the file stem is the recipe's name)::
+
+    description = "Llama family on CPU: 8-bit HQQ weights, compiled, static KV cache."
+    version = 1            # bump to republish every model made with it (it is part of the content hash)
+    priority = 100         # the highest-priority matching recipe is chosen; ties are a load-time error
+    device = "cpu"         # or "cuda"
+
+    [match]                # every non-empty list must match (any of the model's architectures)
+    architectures = ["LlamaForCausalLM"]
+    model_types = ["llama"]
+
+    [smash.hqq]            # one table per algorithm: its hyperparameters (checked by smash.SmashConfig)
+    weight_bits = 8
+    group_size = 64
+    [smash.torch_compile]
+
+    [evaluation]           # optional: keyword arguments of smash.evaluation.Settings (not `device`,
+    generation_lengths = [32, 64, 128]   # which is the recipe's own), checked by Settings itself
+    quality_prompts = 16
+    [quality_gate]         # at least one of min_top1_agreement, max_kl, max_perplexity_ratio
+    min_top1_agreement = 0.95
+    [budget]               # at least one of max_parameters, max_bytes (of the base model)
+    max_parameters = 3_000_000_000
+    [publish]              # {target_org}/ first, {name} required; also {author}, {recipe}
+    repo_template = "{target_org}/{name}-smashed-hqq-8bit"
+
+Every file is validated when loaded (``RecipeError`` names the file and the dotted field), its SmashConfig
+is ordered with ``determine_algorithm_order`` at load, and ``Recipe.content_hash`` (sha256 of a canonical
+JSON of the validated content, without ``description`` and ``priority``) identifies it in the catalogue.
+User directories are loaded after the built-ins; a user recipe with a built-in's name overrides it.
+"""
+
+from pruna_hub.recipes.book import RecipeBook, builtin_dir, load_directory, load_recipes, model_signature
+from pruna_hub.recipes.recipe import QualityGate, Recipe, SizeBudget, parse_recipe, parse_recipe_file
+
+__all__ = [
+    "QualityGate",
+    "Recipe",
+    "RecipeBook",
+    "SizeBudget",
+    "builtin_dir",
+    "load_directory",
+    "load_recipes",
+    "model_signature",
+    "parse_recipe",
+    "parse_recipe_file",
+]

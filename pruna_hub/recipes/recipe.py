@@ -1,0 +1,336 @@
+"""One recipe: which models it is for, how they are smashed, evaluated, gated and named when published.
+
+A recipe is a TOML file whose stem is the recipe's name. Everything in it is validated when it is read,
+including the SmashConfig (through the engine's registry) and its algorithm order
+(``determine_algorithm_order``), so an impossible recipe fails when it is loaded, never inside a job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from pruna_hub.errors import RecipeError
+from pruna_hub.recipes._reader import TableReader
+from pruna_hub.recipes.evaluation import check_evaluation_table
+from pruna_hub.recipes.smashing import check_smash_table
+
+RECIPE_FORMAT = 1
+DEVICES = ("cpu", "cuda")
+NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"
+ARCHITECTURE_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+MODEL_TYPE_PATTERN = r"[a-z0-9_-]{1,64}"
+TOP_LEVEL = (
+    "description",
+    "version",
+    "priority",
+    "device",
+    "match",
+    "smash",
+    "evaluation",
+    "quality_gate",
+    "budget",
+    "publish",
+)
+REQUIRED = ("version", "priority", "device", "match", "smash", "quality_gate", "budget", "publish")
+TEMPLATE_FIELDS = ("target_org", "author", "name", "recipe")
+_TEMPLATE_LITERAL = r"[A-Za-z0-9._-]*"
+_EXAMPLE_VALUES = {"target_org": "org", "author": "author", "name": "Model-1B", "recipe": "recipe"}
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """Thresholds the smashed model must meet against its base before anything is published."""
+
+    min_top1_agreement: float | None = None
+    max_kl: float | None = None
+    max_perplexity_ratio: float | None = None
+
+    def failures(
+        self,
+        *,
+        top1_agreement: float | None = None,
+        kl: float | None = None,
+        perplexity_ratio: float | None = None,
+    ) -> list[str]:
+        """Why the gate is closed (empty when it passes). A threshold without its measurement fails."""
+        checks = (
+            ("top-1 agreement", top1_agreement, self.min_top1_agreement, 1),
+            ("KL divergence", kl, self.max_kl, -1),
+            ("perplexity ratio", perplexity_ratio, self.max_perplexity_ratio, -1),
+        )
+        reasons = []
+        for label, value, limit, sign in checks:
+            if limit is None:
+                continue
+            if value is None:
+                reasons.append(f"{label} was not measured (gate {limit})")
+            elif sign * (value - limit) < 0:
+                bound = ">=" if sign > 0 else "<="
+                reasons.append(f"{label} {value:.4g} is not {bound} {limit:.4g}")
+        return reasons
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class SizeBudget:
+    """The largest base model the recipe accepts (parameters and/or weight bytes)."""
+
+    max_parameters: int | None = None
+    max_bytes: int | None = None
+
+    def exceeded(self, *, parameters: int | None = None, nbytes: int | None = None) -> str | None:
+        """Why the model is over budget, or None. A size that is not known is not checked here."""
+        if self.max_parameters is not None and parameters is not None and parameters > self.max_parameters:
+            return f"{parameters:,} parameters exceed the budget of {self.max_parameters:,}"
+        if self.max_bytes is not None and nbytes is not None and nbytes > self.max_bytes:
+            return f"{nbytes:,} weight bytes exceed the budget of {self.max_bytes:,}"
+        return None
+
+    def to_dict(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True, eq=False)
+class Recipe:
+    """A validated recipe. Equality and the catalogue identity are the ``content_hash``."""
+
+    name: str
+    version: int
+    description: str
+    priority: int
+    device: str
+    architectures: tuple[str, ...]
+    model_types: tuple[str, ...]
+    smash: Mapping[str, Mapping[str, Any]]  # resolved hyperparameters, defaults filled in
+    order: tuple[str, ...]
+    evaluation: Mapping[str, Any]
+    quality_gate: QualityGate
+    budget: SizeBudget
+    repo_template: str
+    source: Path
+    builtin: bool = False
+    overrides: Path | None = field(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Recipe) and other.content_hash == self.content_hash
+
+    def __hash__(self) -> int:
+        return hash(self.content_hash)
+
+    def smash_config(self) -> Any:
+        """A fresh ``smash.SmashConfig`` (imported lazily: listing recipes must not need a model)."""
+        from smash import SmashConfig
+
+        return SmashConfig(self.smash)
+
+    def canonical(self) -> dict[str, Any]:
+        """The content that decides what gets published; ``description`` and ``priority`` are left out
+        so that editing prose or re-ranking recipes does not re-smash every model."""
+        return {
+            "format": RECIPE_FORMAT,
+            "name": self.name,
+            "version": self.version,
+            "device": self.device,
+            "match": {"architectures": sorted(self.architectures), "model_types": sorted(self.model_types)},
+            "smash": {name: dict(params) for name, params in self.smash.items()},
+            "order": list(self.order),
+            "evaluation": {k: list(v) if isinstance(v, tuple) else v for k, v in self.evaluation.items()},
+            "quality_gate": self.quality_gate.to_dict(),
+            "budget": self.budget.to_dict(),
+            "publish": {"repo_template": self.repo_template},
+        }
+
+    @property
+    def content_hash(self) -> str:
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, for ``recipes show --format json``."""
+        data = self.canonical()
+        data.update(
+            description=self.description,
+            priority=self.priority,
+            source=str(self.source),
+            builtin=self.builtin,
+            overrides=str(self.overrides) if self.overrides else None,
+            content_hash=self.content_hash,
+        )
+        return data
+
+    def matches(self, architectures: tuple[str, ...], model_type: str | None, device: str) -> bool:
+        """Every non-empty criterion must hold: one of the model's architectures, and its model type."""
+        if device != self.device:
+            return False
+        if self.architectures and not set(architectures) & set(self.architectures):
+            return False
+        return not (self.model_types and model_type not in self.model_types)
+
+    def overlaps(self, other: Recipe) -> bool:
+        """Whether some model config on some device could match both recipes."""
+        if self.device != other.device:
+            return False
+        for mine, theirs in (
+            (self.architectures, other.architectures),
+            (self.model_types, other.model_types),
+        ):
+            if mine and theirs and not set(mine) & set(theirs):
+                return False
+        return True
+
+    def repo_id(self, base_repo_id: str, *, target_org: str) -> str:
+        """The repo the smashed copy of ``base_repo_id`` is published to, validated as a Hub repo id."""
+        author, _, name = base_repo_id.rpartition("/")
+        return render_repo_template(
+            self.repo_template,
+            {"target_org": target_org, "author": author or target_org, "name": name, "recipe": self.name},
+            path=str(self.source),
+        )
+
+
+def render_repo_template(template: str, values: Mapping[str, str], *, path: str) -> str:
+    repo_id = template.format_map(dict(values))
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise RecipeError(
+            path,
+            "publish.repo_template",
+            f"renders to {repo_id!r}, which is not a valid Hub repo id ({e})",
+            "Shorten the template or change its literal parts.",
+        ) from e
+    return repo_id
+
+
+# --- parsing ---------------------------------------------------------------------------------------------
+
+
+def parse_recipe_file(path: Path, *, builtin: bool = False) -> Recipe:
+    """Read and validate one recipe file."""
+    name = path.stem
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise RecipeError(
+            str(path),
+            "name",
+            f"the file name {name!r} does not match {NAME_PATTERN}",
+            "Rename the file: its stem is the recipe's name.",
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(str(path), "(syntax)", f"not valid TOML: {e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(str(path), "(file)", f"cannot be read: {e}") from e
+    return parse_recipe(data, name=name, path=path, builtin=builtin)
+
+
+def parse_recipe(data: Mapping[str, Any], *, name: str, path: Path, builtin: bool = False) -> Recipe:
+    top = TableReader(str(path), data)
+    top.check_keys(TOP_LEVEL, REQUIRED)
+    device = top.string("device", choices=DEVICES)
+    architectures, model_types = _parse_match(top.subtable("match"))
+    smash, order = check_smash_table(top.subtable("smash"), device=device)
+    return Recipe(
+        name=name,
+        version=top.integer("version", minimum=1),
+        description=top.string("description", default=""),
+        priority=top.integer("priority", minimum=-1000, maximum=1000),
+        device=device,
+        architectures=architectures,
+        model_types=model_types,
+        smash=smash,
+        order=order,
+        evaluation=check_evaluation_table(top.subtable("evaluation", required=False), device=device),
+        quality_gate=_parse_gate(top.subtable("quality_gate")),
+        budget=_parse_budget(top.subtable("budget")),
+        repo_template=_parse_publish(top.subtable("publish")),
+        source=path,
+        builtin=builtin,
+    )
+
+
+def _parse_match(table: TableReader) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    table.check_keys(("architectures", "model_types"))
+    architectures = table.string_list("architectures", pattern=ARCHITECTURE_PATTERN)
+    model_types = table.string_list("model_types", pattern=MODEL_TYPE_PATTERN)
+    if not architectures and not model_types:
+        raise table.error("", "matches every model", "Name at least one architecture or model type.")
+    return architectures, model_types
+
+
+def _parse_gate(table: TableReader) -> QualityGate:
+    table.check_keys(("min_top1_agreement", "max_kl", "max_perplexity_ratio"))
+    gate = QualityGate(
+        min_top1_agreement=table.number("min_top1_agreement", minimum=0.0, maximum=1.0, default=None),
+        max_kl=table.number("max_kl", minimum=0.0, default=None),
+        max_perplexity_ratio=table.number("max_perplexity_ratio", minimum=1.0, default=None),
+    )
+    if not gate.to_dict():
+        raise table.error("", "sets no threshold", "Set at least min_top1_agreement or max_kl.")
+    return gate
+
+
+def _parse_budget(table: TableReader) -> SizeBudget:
+    table.check_keys(("max_parameters", "max_bytes"))
+    budget = SizeBudget(
+        max_parameters=table.integer("max_parameters", minimum=1, default=None),
+        max_bytes=table.integer("max_bytes", minimum=1, default=None),
+    )
+    if not budget.to_dict():
+        raise table.error("", "sets no limit", "Set max_parameters and/or max_bytes.")
+    return budget
+
+
+def _parse_publish(table: TableReader) -> str:
+    table.check_keys(("repo_template",), ("repo_template",))
+    template: str = table.string("repo_template")
+    fields = _template_fields(table, template)
+    org, slash, rest = template.partition("/")
+    if org != "{target_org}" or not slash:
+        raise table.error(
+            "repo_template",
+            f"{template!r} must start with '{{target_org}}/'",
+            "The organisation comes from --target-org / PRUNA_HUB_TARGET_ORG.",
+        )
+    if "name" not in fields or "/" in rest:
+        raise table.error(
+            "repo_template",
+            f"{template!r} must name the repo with {{name}} after the '/'",
+            "Without the base model's name every model would publish to one repo.",
+        )
+    render_repo_template(template, _EXAMPLE_VALUES, path=table.path)
+    return template
+
+
+def _template_fields(table: TableReader, template: str) -> set[str]:
+    fields: set[str] = set()
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise table.error("repo_template", f"{template!r} is not a valid template ({e})") from e
+    for literal, field_name, spec, conversion in parsed:
+        if not re.fullmatch(_TEMPLATE_LITERAL, literal.replace("/", "")):
+            raise table.error("repo_template", f"literal text {literal!r} may only use A-Z a-z 0-9 . _ -")
+        if field_name is None:
+            continue
+        if field_name not in TEMPLATE_FIELDS or spec or conversion:
+            raise table.error(
+                "repo_template",
+                f"placeholder {{{field_name}}} is not allowed",
+                f"Use only {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}, without formats.",
+            )
+        fields.add(field_name)
+    return fields
