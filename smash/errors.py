@@ -183,3 +183,10 @@ class EvaluationInputError(EvaluationError, ValueError):
     def __init__(self, problem: str, hint: str) -> None:
         self.problem = problem
         super().__init__(f"{problem}. {hint}")
+
+
+# --- generation runtime (static_cache / torch_compile) ---------------------------------------------------
+
+
+class GenerationInputError(SmashError, ValueError):
+    """A generate() request the static-cache runtime cannot serve (too long, too many rows, unsupported option)."""
