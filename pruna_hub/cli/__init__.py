@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 # command name -> "module:attribute"
-_COMMANDS: dict[str, str] = {}
+_COMMANDS: dict[str, str] = {"recipes": "pruna_hub.cli.recipes:recipes"}
 
 
 class _LazyGroup(click.Group):
