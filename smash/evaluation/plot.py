@@ -1,0 +1,78 @@
+"""The article's curves: decode latency and peak memory against generation length, as JSON and a PNG.
+
+The PNG goes on model cards, so it is drawn on a bare matplotlib Figure, which renders through Agg (no
+display, no pyplot state); the JSON beside it holds exactly the plotted numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from smash.evaluation.report import EfficiencyReport
+from smash.evaluation.table import first_prompt_points
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def sweep_data(columns: Mapping[str, EfficiencyReport]) -> dict[str, Any]:
+    """Per model: generation lengths with median/p99 decode latency (ms), mean TTFT (s), mean peak (GB)."""
+    data: dict[str, Any] = {}
+    for label, report in columns.items():
+        points = first_prompt_points(report)
+        data[label] = {
+            "prompt_length": points[0].prompt_length if points else None,
+            "generation_length": [p.generation_length for p in points],
+            "decode_median_ms": [
+                None if p.decode_latency_s is None else p.decode_latency_s.median * 1e3 for p in points
+            ],
+            "decode_p99_ms": [
+                None if p.decode_latency_s is None else p.decode_latency_s.p99 * 1e3 for p in points
+            ],
+            "ttft_mean_s": [p.ttft_s.mean for p in points],
+            "peak_memory_gb": [
+                None if p.peak_memory_bytes is None else p.peak_memory_bytes.mean / 1e9 for p in points
+            ],
+        }
+    return data
+
+
+def write_sweep_json(columns: Mapping[str, EfficiencyReport], path: str | os.PathLike[str]) -> Path:
+    out = Path(path)
+    out.write_text(json.dumps(sweep_data(columns), indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def plot_sweep(
+    columns: Mapping[str, EfficiencyReport], path: str | os.PathLike[str], *, title: str | None = None
+) -> Path:
+    """Two panels side by side: decode latency (median, p99 dashed) and peak memory vs generation length."""
+    from matplotlib.figure import Figure  # a bare Figure renders through Agg; pyplot's global state untouched
+
+    figure = Figure(figsize=(10, 4), dpi=100)
+    latency, memory = figure.subplots(1, 2)
+    for label, series in sweep_data(columns).items():
+        x = series["generation_length"]
+        line = latency.plot(x, _nan(series["decode_median_ms"]), marker="o", label=f"{label} median")[0]
+        latency.plot(
+            x, _nan(series["decode_p99_ms"]), linestyle="--", color=line.get_color(), label=f"{label} p99"
+        )
+        memory.plot(x, _nan(series["peak_memory_gb"]), marker="o", label=label)
+    latency.set(xlabel="generated tokens", ylabel="decode latency per token (ms)", title="Decode latency")
+    memory.set(xlabel="generated tokens", ylabel="peak memory (GB)", title="Peak memory")
+    for axes in (latency, memory):
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="small")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    out = Path(path)
+    figure.savefig(out, format="png")
+    return out
+
+
+def _nan(values: list[float | None]) -> list[float]:
+    return [float("nan") if v is None else v for v in values]

@@ -1,0 +1,198 @@
+"""Quality of a smashed model against its base, on the shipped prompt set.
+
+Causal LMs are compared where it matters for generation: at the positions that predict the base model's
+own greedy continuation of each prompt (teacher-forced, so both models see the same context). KL is
+KL(base || smashed) of the full next-token distributions, in float64. Perplexity on an evaluation text
+uses non-overlapping windows. Models without a language-model head are compared by the cosine similarity
+of their mean-pooled last hidden states.
+
+``Settings.quality_eager`` (default) runs these forwards with compiled graphs bypassed
+(``torch.compiler.set_stance("force_eager")``): every prompt has a different length, and a compiled
+model would otherwise recompile for the quality pass alone. Compilation does not change the weights;
+the efficiency runs measure the compiled path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smash.errors import EvaluationInputError
+from smash.evaluation.efficiency import has_lm_head, model_device
+from smash.evaluation.prompts import load_prompts, quality_prompt_ids
+from smash.evaluation.report import QualityReport
+from smash.evaluation.settings import Settings
+from smash.evaluation.timing import make_cache, unwrap
+
+
+@contextlib.contextmanager
+def eager(enabled: bool) -> Iterator[None]:
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    if not enabled or set_stance is None:
+        yield
+        return
+    with set_stance("force_eager"):
+        yield
+
+
+def _eos_ids(model: Any) -> set[int]:
+    eos = getattr(getattr(unwrap(model), "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, list | tuple) else [eos])}
+
+
+@torch.inference_mode()
+def greedy_continuation(model: Any, prompt: torch.Tensor, new_tokens: int) -> list[int]:
+    """The base model's greedy tokens after ``prompt`` (1, n), stopping after an end-of-sequence token."""
+    eos = _eos_ids(model)
+    out = model(input_ids=prompt, past_key_values=make_cache(model), use_cache=True)
+    tokens: list[int] = []
+    for _ in range(new_tokens):
+        token = int(out.logits[0, -1].argmax())
+        tokens.append(token)
+        if token in eos or len(tokens) == new_tokens:
+            break
+        step = torch.tensor([[token]], device=prompt.device)
+        out = model(input_ids=step, past_key_values=out.past_key_values, use_cache=True)
+    return tokens
+
+
+@torch.inference_mode()
+def _log_probs(model: Any, ids: torch.Tensor, start: int, count: int) -> torch.Tensor:
+    logits = model(input_ids=ids, use_cache=False).logits[0, start : start + count]
+    return torch.log_softmax(logits.to(torch.float64), dim=-1)
+
+
+def compare_distributions(
+    base_lp: torch.Tensor, smashed_lp: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position KL(base || smashed) and top-1 agreement of two (positions, vocab) log-prob tensors."""
+    kl = (base_lp.exp() * (base_lp - smashed_lp)).sum(-1).clamp_min(0.0)
+    agree = base_lp.argmax(-1) == smashed_lp.argmax(-1)
+    return kl, agree
+
+
+def _causal(base: Any, smashed: Any, settings: Settings, tokenizer: Any) -> QualityReport:
+    device = model_device(base)
+    vocab = int(unwrap(base).config.vocab_size)
+    prompts = quality_prompt_ids(
+        tokenizer, vocab, count=settings.quality_prompts, chat=settings.use_chat_template, seed=settings.seed
+    )
+    kls: list[torch.Tensor] = []
+    agreements: list[torch.Tensor] = []
+    for ids in prompts:
+        prompt = torch.tensor([ids], device=device)
+        continuation = greedy_continuation(base, prompt, settings.quality_new_tokens)
+        full = torch.tensor([ids + continuation], device=device)
+        start, count = len(ids) - 1, len(continuation)
+        kl, agree = compare_distributions(
+            _log_probs(base, full, start, count),
+            _log_probs(smashed, full.to(model_device(smashed)), start, count),
+        )
+        kls.append(kl.cpu())
+        agreements.append(agree.cpu())
+    kl_all, agree_all = torch.cat(kls), torch.cat(agreements)
+    ppl = _perplexities(base, smashed, settings, tokenizer)
+    return QualityReport(
+        kind="causal_lm",
+        prompts=len(prompts),
+        positions=int(kl_all.numel()),
+        kl_mean=float(kl_all.mean()),
+        kl_max=float(kl_all.max()),
+        top1_agreement=float(agree_all.double().mean()),
+        perplexity_base=ppl[0],
+        perplexity_smashed=ppl[1],
+        perplexity_tokens=ppl[2],
+    )
+
+
+def read_eval_text(path: str) -> str:
+    try:
+        text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvaluationInputError(
+            f"evaluation text {path!r} cannot be read ({e})", "Pass a UTF-8 text file."
+        ) from e
+    if not text.strip():
+        raise EvaluationInputError(f"evaluation text {path!r} is empty", "Pass a file with some text in it.")
+    return text
+
+
+@torch.inference_mode()
+def perplexity(model: Any, ids: torch.Tensor, window: int) -> tuple[float, int]:
+    """exp(mean negative log-likelihood) over non-overlapping windows of ``ids`` (1-D); (ppl, tokens)."""
+    device = model_device(model)
+    total, count = 0.0, 0
+    for begin in range(0, ids.numel() - 1, window):
+        chunk = ids[begin : begin + window + 1].to(device)
+        if chunk.numel() < 2:
+            break
+        logits = model(input_ids=chunk[None, :-1], use_cache=False).logits[0].to(torch.float64)
+        total += float(torch.nn.functional.cross_entropy(logits, chunk[1:], reduction="sum"))
+        count += chunk.numel() - 1
+    return math.exp(total / count), count
+
+
+def _perplexities(
+    base: Any, smashed: Any, settings: Settings, tokenizer: Any
+) -> tuple[float | None, float | None, int | None]:
+    if settings.eval_text is None:
+        return None, None, None
+    if tokenizer is None:
+        raise EvaluationInputError(
+            f"perplexity on {settings.eval_text!r} needs a tokenizer", "Pass tokenizer= to evaluate()."
+        )
+    text = read_eval_text(settings.eval_text)
+    ids = torch.tensor(tokenizer(text)["input_ids"][: settings.ppl_max_tokens + 1])
+    if ids.numel() < 2:
+        raise EvaluationInputError(
+            f"evaluation text {settings.eval_text!r} is one token", "Pass a longer text."
+        )
+    base_ppl, tokens = perplexity(base, ids, settings.ppl_window)
+    smashed_ppl, _ = perplexity(smashed, ids, settings.ppl_window)
+    return base_ppl, smashed_ppl, tokens
+
+
+@torch.inference_mode()
+def _pooled(model: Any, ids: list[int]) -> torch.Tensor:
+    tensor = torch.tensor([ids], device=model_device(model))
+    out = model(input_ids=tensor, attention_mask=torch.ones_like(tensor))
+    hidden = getattr(out, "last_hidden_state", None)
+    if hidden is None:
+        hidden = out[0]
+    return hidden[0].to(torch.float64).mean(0).cpu()
+
+
+def _encoder(base: Any, smashed: Any, settings: Settings, tokenizer: Any) -> QualityReport:
+    vocab = int(getattr(unwrap(base).config, "vocab_size", 256))
+    if tokenizer is not None:
+        texts = load_prompts()[: settings.quality_prompts]
+        prompts = [[int(i) for i in tokenizer(t)["input_ids"]] for t in texts]
+    else:
+        prompts = quality_prompt_ids(
+            None, vocab, count=settings.quality_prompts, chat=False, seed=settings.seed
+        )
+    cosines = [
+        float(torch.nn.functional.cosine_similarity(_pooled(base, ids), _pooled(smashed, ids), dim=0))
+        for ids in prompts
+    ]
+    return QualityReport(
+        kind="encoder",
+        prompts=len(prompts),
+        positions=len(prompts),
+        cosine_mean=sum(cosines) / len(cosines),
+        cosine_min=min(cosines),
+    )
+
+
+def evaluate_quality(base: Any, smashed: Any, settings: Settings, *, tokenizer: Any = None) -> QualityReport:
+    with eager(settings.quality_eager):
+        if has_lm_head(base):
+            return _causal(base, smashed, settings, tokenizer)
+        return _encoder(base, smashed, settings, tokenizer)
