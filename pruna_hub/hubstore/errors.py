@@ -1,0 +1,15 @@
+"""The one error type of the store: an HTTP answer, raised anywhere below the app and rendered once."""
+
+from __future__ import annotations
+
+from pruna_hub.errors import PrunaHubError
+
+
+class StoreError(PrunaHubError):
+    """A refusal with the status and ``X-Error-Code`` the Hub sends, so the client raises its usual error."""
+
+    def __init__(self, status: int, code: str | None, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(f"{status} {code or ''} {message}".replace("  ", " "))
