@@ -66,9 +66,10 @@ class SmashConfig(Mapping[str, Mapping[str, Any]]):
             cls = self.registry.get(name)
             by_group.setdefault(cls.group.value, []).append(name)
         for group, names in by_group.items():
+            # Non-exclusive algorithms (``half``) compose with their group peers; two exclusive ones clash.
             exclusive = [n for n in names if self.registry.get(n).exclusive]
-            if len(names) > 1 and exclusive:
-                raise GroupConflictError(group, names)
+            if len(exclusive) > 1:
+                raise GroupConflictError(group, exclusive)
 
     # --- Mapping ------------------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ class Half(Algorithm):
         Hyperparameter("dtype", str, "bfloat16", "target floating-point dtype", choices=tuple(_DTYPES)),
     )
     runs_before = frozenset({"group:compiler", "group:cacher"})
+    # Composes with a weight quantizer (which runs after it and quantizes the half-precision weights).
+    exclusive = False
     save_mode = SaveMode.WEIGHTS
 
     def applies_to(self, model: nn.Module, params: Mapping[str, Any]) -> str | None:

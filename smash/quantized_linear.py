@@ -1,0 +1,374 @@
+"""Weight-quantized linear layers whose whole state is plain tensors, so safetensors can hold it.
+
+hqq's own ``HQQLinear`` keeps its metadata in a Python dict and, on CPU, dequantizes every weight on every
+call. These modules keep the quantized weights, scales and zero points in registered buffers (the saved
+form) and build, from them, the layout of torch's CPU int4 / int8 matmul kernels (the run form, never
+saved: it is rebuilt after loading or moving, because the packed kernel layout depends on the CPU).
+
+Why the hqq layout maps exactly onto the int4 kernel: ``_weight_int4pack_mm_for_cpu`` computes
+``w = (q - 8) * s + z'`` per group along K, and hqq stores ``w = (q - z) * s`` with the same groups when
+``axis=1``; so ``z' = (8 - z) * s``. 2- and 3-bit values fit in 4 bits and use the same kernel. An 8-bit
+value ``q = 16 * hi + lo`` is split into two nibbles: ``hi`` rows with scale ``16 s`` and ``lo`` rows with
+scale ``s`` are stacked along N and the two output halves summed, which is exact as well. The kernel is
+only fast with bfloat16 activations on this torch (fp32/fp16 take a slow reference path), so the kernel
+path runs when the compute dtype is bfloat16; otherwise the layer dequantizes (hqq's own computation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from smash.errors import ArtifactError
+
+KERNEL_GROUP_SIZES = (32, 64, 128, 256)
+DTYPES: dict[str, torch.dtype] = {
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+}
+
+
+# --- bit packing ---------------------------------------------------------------------------------------
+
+
+def packed_length(numel: int, nbits: int) -> int:
+    """Bytes needed for ``numel`` values of ``nbits`` bits (packed in blocks of 8 values)."""
+    return -(-numel // 8) * nbits
+
+
+def pack_bits(values: torch.Tensor, nbits: int) -> torch.Tensor:
+    """Pack unsigned integers < 2**nbits into a flat uint8 tensor: 8 values -> ``nbits`` bytes.
+
+    One scheme for 2, 3, 4 and 8 bits keeps the saved format free of per-width special cases
+    (hqq packs 3-bit values into int32 words with its own padding rules).
+    """
+    flat = values.reshape(-1).to(torch.int64)
+    if nbits == 8:
+        return flat.to(torch.uint8)
+    flat = F.pad(flat, (0, (-flat.numel()) % 8)).view(-1, 8)
+    shifts = torch.arange(8, device=flat.device) * nbits
+    words = (flat << shifts).sum(dim=1)
+    byte_shifts = torch.arange(nbits, device=flat.device) * 8
+    return ((words[:, None] >> byte_shifts) & 0xFF).to(torch.uint8).reshape(-1)
+
+
+def unpack_bits(packed: torch.Tensor, nbits: int, numel: int) -> torch.Tensor:
+    """Inverse of ``pack_bits``: a flat uint8 tensor of ``numel`` values."""
+    if nbits == 8:
+        return packed[:numel]
+    chunks = packed.view(-1, nbits).to(torch.int64)
+    byte_shifts = torch.arange(nbits, device=packed.device) * 8
+    words = (chunks << byte_shifts).sum(dim=1)
+    shifts = torch.arange(8, device=packed.device) * nbits
+    values = (words[:, None] >> shifts) & ((1 << nbits) - 1)
+    return values.reshape(-1)[:numel].to(torch.uint8)
+
+
+# --- group-wise (hqq) layer ----------------------------------------------------------------------------
+
+
+class QuantizedLinear(nn.Module):
+    """A linear layer with group-wise asymmetric quantized weights: ``w = (q - zero) * scale``.
+
+    Saved buffers: ``qweight`` (uint8, ``pack_bits`` format), ``scale`` and ``zero`` (one value per group,
+    flat, hqq's group order for ``axis``), optional ``bias``. Everything else is derived.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        nbits: int,
+        group_size: int,
+        axis: int = 1,
+        bias: bool = False,
+        compute_dtype: torch.dtype = torch.bfloat16,
+        use_kernel: bool = True,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.nbits, self.group_size, self.axis = nbits, group_size, axis
+        self.compute_dtype = compute_dtype
+        self.use_kernel = use_kernel
+        numel = in_features * out_features
+        groups = numel // group_size
+        packed = torch.zeros(packed_length(numel, nbits), dtype=torch.uint8, device=device)
+        self.register_buffer("qweight", packed)
+        self.register_buffer("scale", torch.ones(groups, dtype=compute_dtype, device=device))
+        self.register_buffer("zero", torch.zeros(groups, dtype=compute_dtype, device=device))
+        self.bias: torch.Tensor | None
+        if bias:
+            self.register_buffer("bias", torch.zeros(out_features, dtype=compute_dtype, device=device))
+        else:
+            self.bias = None
+        self.register_buffer("_kernel_weight", None, persistent=False)
+        self.register_buffer("_kernel_scale_zeros", None, persistent=False)
+
+    @classmethod
+    def from_quantized(
+        cls,
+        q: torch.Tensor,
+        scale: torch.Tensor,
+        zero: torch.Tensor,
+        *,
+        shape: tuple[int, int],
+        nbits: int,
+        group_size: int,
+        axis: int,
+        bias: torch.Tensor | None,
+        compute_dtype: torch.dtype,
+        use_kernel: bool = True,
+    ) -> QuantizedLinear:
+        """Build from hqq's unpacked result: integer values ``q`` and per-group ``scale``/``zero``."""
+        out_features, in_features = shape
+        layer = cls(
+            in_features, out_features, nbits=nbits, group_size=group_size, axis=axis,
+            bias=bias is not None, compute_dtype=compute_dtype, use_kernel=use_kernel, device=q.device,
+        )
+        layer.qweight = pack_bits(q.round().to(torch.uint8), nbits)
+        layer.scale = scale.reshape(-1).to(compute_dtype).contiguous()
+        layer.zero = zero.reshape(-1).to(compute_dtype).contiguous()
+        if bias is not None:
+            layer.bias = bias.detach().to(compute_dtype).clone()
+        layer.refresh()
+        return layer
+
+    # --- derived forms -------------------------------------------------------------------------------
+
+    def int_values(self) -> torch.Tensor:
+        """The integer weights as uint8, shaped ``[out_features, in_features]``."""
+        numel = self.in_features * self.out_features
+        return unpack_bits(self.qweight, self.nbits, numel).view(self.out_features, self.in_features)
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """hqq's dequantization, ``(q - zero) * scale`` in hqq's group layout, in ``dtype``."""
+        dtype = dtype or self.compute_dtype
+        q = self.int_values().to(dtype)
+        scale, zero = self.scale.to(dtype), self.zero.to(dtype)
+        if self.axis == 1:
+            grouped = (q.view(-1, self.group_size) - zero[:, None]) * scale[:, None]
+        else:
+            grouped = (q.view(self.group_size, -1) - zero[None, :]) * scale[None, :]
+        return grouped.view(self.out_features, self.in_features)
+
+    def kernel_applies(self) -> bool:
+        """Whether the int4 CPU kernel computes exactly this layer's dequantized weights."""
+        rows = self.out_features * (2 if self.nbits == 8 else 1)
+        return (
+            self.use_kernel
+            and self.compute_dtype == torch.bfloat16
+            and self.qweight.device.type == "cpu"
+            and self.axis == 1
+            and self.group_size in KERNEL_GROUP_SIZES
+            and self.in_features % self.group_size == 0
+            and rows % 16 == 0
+        )
+
+    def refresh(self) -> None:
+        """(Re)build the kernel layout from the saved buffers; called after quantizing, loading, moving."""
+        if not self.kernel_applies():
+            self._kernel_weight = None
+            self._kernel_scale_zeros = None
+            return
+        q = self.int_values().to(torch.int32)
+        groups = self.in_features // self.group_size
+        scale = self.scale.float().view(self.out_features, groups)
+        zero = self.zero.float().view(self.out_features, groups)
+        if self.nbits == 8:
+            q = torch.cat([q >> 4, q & 15])
+            kscale = torch.cat([16 * scale, scale])
+            kzero = torch.cat([(136 - zero) * scale, torch.zeros_like(scale)])
+        else:
+            kscale, kzero = scale, (8 - zero) * scale
+        self._kernel_weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), 2)
+        scale_zeros = torch.stack([kscale, kzero], dim=-1).transpose(0, 1).contiguous()
+        self._kernel_scale_zeros = scale_zeros.to(self.compute_dtype)
+
+    # --- nn.Module hooks -----------------------------------------------------------------------------
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.refresh()
+
+    def _apply(self, fn: Any, recurse: bool = True) -> QuantizedLinear:
+        before = (self.qweight.data_ptr(), self.scale.data_ptr(), self.qweight.device)
+        super()._apply(fn, recurse)
+        self.compute_dtype = self.scale.dtype  # `.to(dtype)` casts scale/zero: follow it
+        if (self.qweight.data_ptr(), self.scale.data_ptr(), self.qweight.device) != before:
+            self.refresh()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        if self._kernel_weight is not None:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                flat.to(self.compute_dtype), self._kernel_weight, self.group_size, self._kernel_scale_zeros
+            )
+            if self.nbits == 8:
+                y = y[:, : self.out_features] + y[:, self.out_features :]
+        else:
+            y = F.linear(flat.to(self.compute_dtype), self.dequantize())
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        path = "int4 kernel" if self._kernel_weight is not None else "dequantize"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, nbits={self.nbits}, "
+            f"group_size={self.group_size}, axis={self.axis}, compute_dtype={self.compute_dtype}, {path}"
+        )
+
+
+# --- per-channel int8 layer ----------------------------------------------------------------------------
+
+
+class Int8Linear(nn.Module):
+    """Weight-only symmetric int8 with one scale per output channel: ``w = q * scale``.
+
+    Saved buffers: ``qweight`` (int8, ``[out, in]``), ``scale`` (float32, ``[out]``), optional ``bias``.
+    Runs on ``_weight_int8pack_mm`` with bfloat16 activations (its fast path on CPU), else dequantizes.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = False,
+        compute_dtype: torch.dtype = torch.bfloat16,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.compute_dtype = compute_dtype
+        qweight = torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        self.bias: torch.Tensor | None
+        if bias:
+            self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device))
+        else:
+            self.bias = None
+        self.register_buffer("_kernel_scale", None, persistent=False)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, *, compute_dtype: torch.dtype) -> Int8Linear:
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        layer = cls(
+            linear.in_features, linear.out_features, bias=linear.bias is not None,
+            compute_dtype=compute_dtype, device=weight.device,
+        )
+        layer.qweight = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+        layer.scale = scale
+        if linear.bias is not None:
+            layer.bias = linear.bias.detach().float().clone()
+        layer.refresh()
+        return layer
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return self.qweight.to(dtype) * self.scale.to(dtype)[:, None]
+
+    def refresh(self) -> None:
+        on_kernel = self.compute_dtype == torch.bfloat16 and self.qweight.device.type == "cpu"
+        if on_kernel and self.qweight.data_ptr() % 64:
+            # Tensors read from safetensors can sit at any byte offset; the int8 kernel's vector loads
+            # segfault on a misaligned weight, so give it a freshly allocated (64-byte aligned) copy.
+            self.qweight = self.qweight.clone()
+        self._kernel_scale = self.scale.to(self.compute_dtype) if on_kernel else None
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.refresh()
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Int8Linear:
+        super()._apply(fn, recurse)
+        self.refresh()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).to(self.compute_dtype)
+        if self._kernel_scale is not None:
+            y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self._kernel_scale)
+        else:
+            y = F.linear(flat, self.dequantize(self.compute_dtype))
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        path = "int8 kernel" if self._kernel_scale is not None else "dequantize"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {path}"
+
+
+# --- module-tree helpers shared by the weight algorithms --------------------------------------------------
+
+
+def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
+def tied_to_input_embeddings(model: nn.Module, linear: nn.Linear) -> bool:
+    """True when the layer's weight is the input embedding matrix (tied lm_head)."""
+    get = getattr(model, "get_input_embeddings", None)
+    embeddings = get() if callable(get) else None
+    weight = getattr(embeddings, "weight", None)
+    return weight is not None and linear.weight.data_ptr() == weight.data_ptr()
+
+
+def name_matches(name: str, patterns: tuple[str, ...]) -> bool:
+    """A module name matches a pattern equal to the name or to one of its dotted parts."""
+    return any(name == p or p in name.split(".") for p in patterns)
+
+
+def parse_patterns(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def linear_layers(model: nn.Module, skip_modules: str) -> Iterator[tuple[str, nn.Linear]]:
+    """Plain ``nn.Linear`` layers not named in ``skip_modules`` and not tied to the input embeddings."""
+    skip = parse_patterns(skip_modules)
+    for name, module in model.named_modules():
+        if type(module) is not nn.Linear or name_matches(name, skip):
+            continue
+        if not tied_to_input_embeddings(model, module):
+            yield name, module
+
+
+def shape_record(linear: nn.Linear) -> dict[str, Any]:
+    """What ``restore`` needs to rebuild an empty quantized layer (saved in smash_artifact.json)."""
+    return {"in": linear.in_features, "out": linear.out_features, "bias": linear.bias is not None}
+
+
+def recorded_layers(
+    model: nn.Module, metadata: Mapping[str, Any], algorithm: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The layer table of smash_artifact.json (untrusted input): each entry checked before use."""
+    layers = metadata.get("layers")
+    if not isinstance(layers, dict):
+        raise ArtifactError(ARTIFACT, f"{algorithm} metadata has no 'layers' table", _RESAVE)
+    modules = dict(model.named_modules())
+    for name, shape in layers.items():
+        sizes_ok = isinstance(shape, dict) and all(
+            type(shape.get(k)) is int and shape[k] > 0 for k in ("in", "out")
+        )
+        if not sizes_ok or not isinstance(shape.get("bias"), bool):
+            raise ArtifactError(ARTIFACT, f"{algorithm} layer {name!r} has a malformed shape record", _RESAVE)
+        if not isinstance(modules.get(name), nn.Linear):
+            problem = f"{algorithm} layer {name!r} is not a Linear of this model"
+            raise ArtifactError(ARTIFACT, problem, _RESAVE)
+        yield name, shape
+
+
+ARTIFACT = "smash_artifact.json"
+_RESAVE = "The file was not written by a compatible smash; re-save the model."
