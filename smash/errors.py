@@ -190,3 +190,17 @@ class EvaluationInputError(EvaluationError, ValueError):
 
 class GenerationInputError(SmashError, ValueError):
     """A generate() request the static-cache runtime cannot serve (too long, too many rows, unsupported option)."""
+
+
+# --- Hub -------------------------------------------------------------------------------------------------
+
+
+class InvalidRepoIdError(SmashError, ValueError):
+    """A Hub repo id is malformed (checked before any request is made)."""
+
+    def __init__(self, repo_id: object, reason: str) -> None:
+        self.repo_id = repo_id
+        super().__init__(
+            f"invalid Hub repo id {repo_id!r}: {reason}. Use 'namespace/name' (letters, digits, '-', '_', "
+            "'.'), or pass an existing local folder."
+        )

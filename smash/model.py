@@ -129,6 +129,24 @@ class PrunaModel:
             path = download_artifact(str(path_or_repo_id), revision=revision, token=token)
         return load_folder(path, device=device, load_tokenizer=load_tokenizer)
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool = False,
+        commit_message: str = "Upload smashed model",
+        revision: str | None = None,
+        card: Any = None,
+    ) -> str:
+        """Publish to a Hub repo (created if needed) in ONE commit; returns the commit sha (see smash.hub)."""
+        from smash.hub import push_to_hub
+
+        return push_to_hub(
+            self, repo_id, token=token, private=private, commit_message=commit_message, revision=revision,
+            card=card,
+        )
+
 
 def _deduplicated_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """State dict with tensors that share storage saved once; ``aliases`` maps dropped -> kept key."""
@@ -229,9 +247,9 @@ def load_tensors(weights: Path) -> dict[str, torch.Tensor]:
 def load_folder(
     path: Path, *, device: str | torch.device | None = None, load_tokenizer: bool = True
 ) -> PrunaModel:
+    weights = check_weights_present(path)  # first: a pickle-only folder is refused whatever else it holds
     config = SmashConfig.from_dict(_read_json(path / CONFIG_FILE))
     artifact = read_artifact(path)
-    weights = check_weights_present(path)
     order = determine_algorithm_order(config)
     metadata: dict[str, dict[str, Any]] = artifact.get("metadata", {})
     target = torch.device(device) if device is not None else torch.device("cpu")

@@ -172,8 +172,14 @@ def create_repo(app: HubApp, req: Request, who: Principal | None) -> Response:
     repo_id = f"{org or writer.name}/{name}"
     check_repo_id(repo_id)
     private = bool(data.get("private")) or data.get("visibility") in ("private", "protected")
-    app.storage.create_repo(repo_id, private=private, author=writer.name)
-    return json_response({"url": f"{req.base_url}/{repo_id}", "name": repo_id, "id": repo_id})
+    url = f"{req.base_url}/{repo_id}"
+    try:
+        app.storage.create_repo(repo_id, private=private, author=writer.name)
+    except StoreError as e:
+        if e.status == 409:
+            e.body["url"] = url
+        raise
+    return json_response({"url": url, "name": repo_id, "id": repo_id})
 
 
 def delete_repo(app: HubApp, req: Request, who: Principal | None) -> Response:
@@ -262,7 +268,13 @@ def delete_ref(kind: str) -> Any:
     return handler
 
 
+def agent_harnesses(app: HubApp, req: Request, who: Principal | None) -> Response:
+    """The client asks for this registry to tag its user-agent; an empty one disables the detection."""
+    return json_response({"standardEnvVars": [], "harnesses": {}})
+
+
 ROUTES = [
+    route("GET", "/api/agent-harnesses", "agent_harnesses", agent_harnesses),
     route("GET", "/api/whoami-v2", "whoami", whoami),
     route("GET", "/api/models", "list_models", list_models),
     route("POST", "/api/repos/create", "create_repo", create_repo),

@@ -126,7 +126,7 @@ def error_response(error: StoreError, extra: dict[str, str] | None = None) -> Re
     headers = {"X-Error-Message": error.message.encode("ascii", "replace").decode(), **(extra or {})}
     if error.code:
         headers["X-Error-Code"] = error.code
-    return json_response({"error": error.message}, error.status, headers)
+    return json_response({**error.body, "error": error.message}, error.status, headers)
 
 
 def status_line(status: int) -> str:
