@@ -13,7 +13,7 @@ class PrunaHubError(Exception):
 
 
 class RecipeError(PrunaHubError, ValueError):
-    """A recipe file is not valid. ``path`` and ``field`` (dotted, e.g. ``smash.hqq.weight_bits``) say where."""
+    """A recipe file is not valid; ``path`` and the dotted ``field`` (``smash.hqq.weight_bits``) say where."""
 
     def __init__(self, path: str, field: str, problem: str, hint: str = "Fix the recipe file.") -> None:
         self.path = path
