@@ -243,6 +243,8 @@ def parse_recipe(data: Mapping[str, Any], *, name: str, path: Path, builtin: boo
     device = top.string("device", choices=DEVICES)
     architectures, model_types = _parse_match(top.subtable("match"))
     smash, order = check_smash_table(top.subtable("smash"), device=device)
+    evaluation = check_evaluation_table(top.subtable("evaluation", required=False), device=device)
+    _check_cache_fits(top, smash, evaluation)
     return Recipe(
         name=name,
         version=top.integer("version", minimum=1),
@@ -253,13 +255,26 @@ def parse_recipe(data: Mapping[str, Any], *, name: str, path: Path, builtin: boo
         model_types=model_types,
         smash=smash,
         order=order,
-        evaluation=check_evaluation_table(top.subtable("evaluation", required=False), device=device),
+        evaluation=evaluation,
         quality_gate=_parse_gate(top.subtable("quality_gate")),
         budget=_parse_budget(top.subtable("budget")),
         repo_template=_parse_publish(top.subtable("publish")),
         source=path,
         builtin=builtin,
     )
+
+
+def _check_cache_fits(top: TableReader, smash: Mapping[str, Any], evaluation: Mapping[str, Any]) -> None:
+    """A pre-allocated KV cache must hold the longest prompt + generation the evaluation asks for, or the
+    job would fail in its benchmark; caught here instead."""
+    cache_len = smash.get("static_cache", {}).get("max_cache_len")
+    longest = max(evaluation["prompt_lengths"]) + max(evaluation["generation_lengths"])
+    if isinstance(cache_len, int) and longest > cache_len:
+        raise top.error(
+            "smash.static_cache.max_cache_len",
+            f"{cache_len} cannot hold the longest evaluation request ({longest} tokens: prompt + generation)",
+            "Raise max_cache_len or shorten [evaluation] prompt_lengths / generation_lengths.",
+        )
 
 
 def _parse_match(table: TableReader) -> tuple[tuple[str, ...], tuple[str, ...]]:
