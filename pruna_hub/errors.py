@@ -47,3 +47,69 @@ class CardError(PrunaHubError, ValueError):
         self.field = field
         self.value = value
         super().__init__(f"model card: {field} = {value!r}: {problem}.")
+
+
+# --- Hub client outcomes (pruna_hub.hub_client) -----------------------------------------------------------
+
+
+class HubError(PrunaHubError):
+    """A Hub call failed; ``outcome`` is the short name the sync service records."""
+
+    outcome = "error"
+    retryable = False
+
+    def __init__(self, operation: str, repo_id: str | None, detail: str, hint: str) -> None:
+        self.operation = operation
+        self.repo_id = repo_id
+        self.detail = detail
+        target = f" {repo_id}" if repo_id else ""
+        super().__init__(f"hub {operation}{target}: {detail}. {hint}")
+
+
+class HubNotFoundError(HubError, LookupError):
+    """The repo, revision or file does not exist (or is private to someone else)."""
+
+    outcome = "not_found"
+
+
+class HubGatedError(HubError):
+    """The repo is gated and this token has not been granted access."""
+
+    outcome = "gated"
+
+
+class HubPermissionError(HubError, PermissionError):
+    """The token is missing, invalid, or may not write to this namespace."""
+
+    outcome = "forbidden"
+
+
+class HubConflictError(HubError):
+    """Someone else changed the repo (409 or 412 on a stale parent commit); re-read and decide again."""
+
+    outcome = "conflict"
+
+
+class HubRejectedError(HubError, ValueError):
+    """The Hub refused the request as malformed (400/422): retrying the same request cannot help."""
+
+    outcome = "rejected"
+
+
+class HubTransientError(HubError):
+    """A server error, a dropped connection or a truncated answer, still failing after the retries."""
+
+    outcome = "transient"
+    retryable = True
+
+
+class HubRateLimitedError(HubTransientError):
+    """429 still answered after the retries, or a Retry-After longer than the client is allowed to wait."""
+
+    outcome = "rate_limited"
+
+    def __init__(
+        self, operation: str, repo_id: str | None, detail: str, hint: str, *, retry_after: float | None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(operation, repo_id, detail, hint)

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 # command name -> "module:attribute"
-_COMMANDS: dict[str, str] = {"recipes": "pruna_hub.cli.recipes:recipes"}
+_COMMANDS: dict[str, str] = {"recipes": "pruna_hub.cli.recipes:recipes", "hub": "pruna_hub.cli.hub:hub"}
 
 
 class _LazyGroup(click.Group):

@@ -26,6 +26,44 @@ from pruna_hub.hubstore.storage import Storage
 IN_PROCESS_ENDPOINT = "http://hub.local"
 
 
+def _checked_transport(app: Any) -> Any:
+    """A WSGITransport that, like a socket client, fails a body shorter than its Content-Length.
+
+    Without it an in-process truncated body would look complete, so the client could not react the way it
+    does over a socket (resume with Range, or raise ``httpx2.RemoteProtocolError``).
+    """
+    import httpx2
+
+    class _Checked(httpx2.SyncByteStream):
+        def __init__(self, inner: Any, expected: int) -> None:
+            self.inner, self.expected = inner, expected
+
+        def __iter__(self) -> Iterator[bytes]:
+            received = 0
+            for chunk in self.inner:
+                received += len(chunk)
+                yield chunk
+            if received < self.expected:
+                raise httpx2.RemoteProtocolError(
+                    f"peer closed connection without sending complete message body "
+                    f"(received {received} bytes, expected {self.expected})"
+                )
+
+        def close(self) -> None:
+            self.inner.close()
+
+    class _Transport(httpx2.WSGITransport):
+        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+            response = super().handle_request(request)
+            length = response.headers.get("Content-Length")
+            if request.method == "HEAD" or length is None:
+                return response
+            stream = _Checked(response.stream, int(length))
+            return httpx2.Response(response.status_code, headers=response.headers, stream=stream)
+
+    return _Transport(app=app)
+
+
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -58,7 +96,7 @@ def point_client_at(
     if transport_app is not None:
         _http.set_client_factory(
             lambda: httpx2.Client(
-                transport=httpx2.WSGITransport(app=transport_app),
+                transport=_checked_transport(transport_app),
                 event_hooks={"request": [_http.hf_request_event_hook]},
                 follow_redirects=True,
             )

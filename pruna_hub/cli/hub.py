@@ -1,0 +1,55 @@
+"""`pruna-hub hub serve`: run the Hub-compatible local store on a loopback port.
+
+Point any huggingface_hub client at it with ``HF_ENDPOINT=http://127.0.0.1:PORT HF_HUB_DISABLE_XET=1``.
+Thin: the store lives in ``pruna_hub.hubstore``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pruna_hub.hubstore import LocalHub, Principal
+
+
+def parse_token(spec: str) -> tuple[str, Principal]:
+    """``TOKEN:USER[:ORG,ORG...]`` -> (token, principal with write access)."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise click.BadParameter(f"{spec!r} is not TOKEN:USER or TOKEN:USER:ORG1,ORG2", param_hint="--token")
+    orgs = tuple(o for o in parts[2].split(",") if o) if len(parts) == 3 else ()
+    return parts[0], Principal(parts[1], orgs=orgs)
+
+
+@click.group("hub")
+def hub() -> None:
+    """The local Hub-compatible model store."""
+
+
+@hub.command("serve")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder holding the store (created if missing).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--token",
+    "tokens",
+    multiple=True,
+    metavar="TOKEN:USER[:ORGS]",
+    help="A write token (repeatable). Without any, the store is open: anyone may write.",
+)
+def serve(root: Path, host: str, port: int, tokens: tuple[str, ...]) -> None:
+    """Serve the store until interrupted."""
+    store = LocalHub(root, tokens=dict(parse_token(t) for t in tokens) if tokens else None)
+    click.echo(
+        f"serving {root} at http://{host}:{port} (set HF_ENDPOINT to it and HF_HUB_DISABLE_XET=1)", err=True
+    )
+    try:
+        store.serve_forever(host=host, port=port)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)

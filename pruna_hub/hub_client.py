@@ -1,0 +1,312 @@
+"""The service's one door to a Hub: a small adapter over ``HfApi`` (huggingface.co or the local store).
+
+Two jobs beyond calling huggingface_hub:
+- ``translate``: huggingface_hub's typed errors (and dropped connections, truncated answers) become the
+  outcomes of ``pruna_hub.errors`` in ONE place, so the sync service records ``not_found``, ``gated``,
+  ``rate_limited``, ``transient``, ``conflict``... instead of parsing exceptions;
+- ``RetryPolicy``: bounded exponential backoff honouring ``Retry-After``, for the calls huggingface_hub does
+  not retry itself (``model_info``, ``create_repo``, ``create_commit``; the others are wrapped too, which
+  also covers a truncated JSON answer). ``sleep`` is injectable so tests never wait on a clock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice, product, takewhile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx2
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, snapshot_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.hf_api import ModelInfo
+
+from pruna_hub.errors import (
+    HubConflictError,
+    HubError,
+    HubGatedError,
+    HubNotFoundError,
+    HubPermissionError,
+    HubRateLimitedError,
+    HubRejectedError,
+    HubTransientError,
+)
+
+logger = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+T = TypeVar("T")
+LIST_FIELDS = [
+    "createdAt",
+    "lastModified",
+    "sha",
+    "gated",
+    "private",
+    "pipeline_tag",
+    "library_name",
+    "tags",
+    "safetensors",
+    "config",
+    "cardData",
+]
+
+
+def _retry_after(response: Any) -> float | None:
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None
+
+
+def translate(error: BaseException, *, operation: str, repo_id: str | None) -> HubError | None:
+    """The outcome for a failed Hub call; ``None`` for an error that is not about the Hub (a bug)."""
+    if isinstance(error, GatedRepoError):  # subclass of RepositoryNotFoundError: must come first
+        return HubGatedError(
+            operation, repo_id, "the repo is gated", "Request access with this token's user."
+        )
+    if isinstance(error, RepositoryNotFoundError | RevisionNotFoundError | EntryNotFoundError):
+        return HubNotFoundError(operation, repo_id, type(error).__name__, "Check the id, revision and token.")
+    if isinstance(error, HfHubHTTPError):
+        return _from_status(error, operation, repo_id)
+    if isinstance(error, httpx2.TransportError | json.JSONDecodeError):
+        return HubTransientError(
+            operation, repo_id, f"connection or answer broken ({error!r})", "Retry later."
+        )
+    return None
+
+
+def _from_status(error: HfHubHTTPError, operation: str, repo_id: str | None) -> HubError:
+    status = error.response.status_code if error.response is not None else 0
+    detail = f"HTTP {status}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    if status == 429:
+        return HubRateLimitedError(
+            operation, repo_id, detail, "Slow down.", retry_after=_retry_after(error.response)
+        )
+    if status in (409, 412):
+        return HubConflictError(
+            operation, repo_id, detail, "The repo changed meanwhile; re-read it and retry."
+        )
+    if status in (401, 403):
+        return HubPermissionError(
+            operation, repo_id, detail, "Use a token with write access to this namespace."
+        )
+    if status == 408 or status >= 500:
+        return HubTransientError(operation, repo_id, detail, "Retry later.")
+    return HubRejectedError(operation, repo_id, detail, "Fix the request; retrying will not help.")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """At most ``attempts`` tries; waits ``base * 2**n`` capped at ``max_delay``, or ``Retry-After`` when the
+    server says so (a Retry-After above ``max_delay`` is not waited for: the call fails as rate-limited)."""
+
+    attempts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+    def delay(self, attempt: int, error: HubError) -> float | None:
+        if not error.retryable or attempt + 1 >= self.attempts:
+            return None
+        if isinstance(error, HubRateLimitedError) and error.retry_after is not None:
+            return error.retry_after if error.retry_after <= self.max_delay else None
+        return min(self.base_delay * 2**attempt, self.max_delay)
+
+
+@dataclass(frozen=True)
+class BaseCard:
+    """What the service copies from a base model's card; ``license`` is never defaulted."""
+
+    license: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Publication:
+    repo_id: str
+    commit_sha: str
+    tag: str
+    tag_created: bool
+
+
+class HubClient:
+    """``HubClient(endpoint=..., token=...)``; every method raises only ``pruna_hub.errors.HubError``s."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str | None = None,
+        token: str | None = None,
+        retry: RetryPolicy | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.api = HfApi(endpoint=endpoint, token=token)
+        self.token = token
+        self.retry = retry or RetryPolicy()
+        self.cache_dir = str(cache_dir) if cache_dir is not None else None
+
+    def call(self, operation: str, repo_id: str | None, fn: Callable[[], T]) -> T:
+        """Run ``fn`` with translation and retries; the one place errors become outcomes."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except Exception as e:
+                error = translate(e, operation=operation, repo_id=repo_id)
+                if error is None:
+                    raise
+                wait = self.retry.delay(attempt, error)
+                if wait is None:
+                    raise error from e
+                logger.info(
+                    "%s %s failed (%s); retry %d in %.1fs",
+                    operation,
+                    repo_id,
+                    error.outcome,
+                    attempt + 1,
+                    wait,
+                )
+                self.retry.sleep(wait)
+                attempt += 1
+
+    # --- discovery ----------------------------------------------------------------------------------
+
+    def list_new_models(
+        self,
+        *,
+        authors: Iterable[str] = (),
+        pipeline_tags: Iterable[str] = (),
+        libraries: Iterable[str] = (),
+        search: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[ModelInfo]:
+        """Models matching any author x pipeline tag x library, newest first, created at or after ``since``.
+
+        huggingface_hub 2.x's ``list_models`` takes one author and one pipeline tag and has no ``library=``:
+        libraries go through ``filter=``, and the combinations are queried one by one and merged.
+        """
+        found: dict[str, ModelInfo] = {}
+        for author, tag, library in product(
+            list(authors) or [None], list(pipeline_tags) or [None], list(libraries) or [None]
+        ):
+            for info in self.call(
+                "list_models",
+                None,
+                lambda a=author, t=tag, lib=library: self._list_one(a, t, lib, search, since, limit),
+            ):
+                found.setdefault(info.id, info)
+        ordered = sorted(found.values(), key=lambda i: (i.created_at or _EPOCH, i.id), reverse=True)
+        return ordered[:limit] if limit is not None else ordered
+
+    def _list_one(
+        self,
+        author: str | None,
+        tag: str | None,
+        library: str | None,
+        search: str | None,
+        since: datetime | None,
+        limit: int | None,
+    ) -> list[ModelInfo]:
+        items: Iterator[ModelInfo] = iter(
+            self.api.list_models(
+                author=author,
+                pipeline_tag=tag,
+                filter=library,
+                search=search,
+                sort="created_at",
+                expand=LIST_FIELDS,  # type: ignore[arg-type]
+            )
+        )
+        if since is not None:
+            items = takewhile(lambda i: i.created_at is None or i.created_at >= since, items)
+        return list(islice(items, limit))
+
+    def model_info(self, repo_id: str, *, revision: str | None = None) -> ModelInfo:
+        return self.call(
+            "model_info",
+            repo_id,
+            lambda: self.api.model_info(repo_id, revision=revision, files_metadata=True),
+        )
+
+    def base_card(self, repo_id: str, *, revision: str | None = None) -> BaseCard:
+        """License and YAML metadata of a model's card at a revision (empty when it has no card)."""
+        info = self.model_info(repo_id, revision=revision)
+        metadata = info.card_data.to_dict() if info.card_data is not None else {}
+        license_ = metadata.get("license")
+        return BaseCard(license=license_ if isinstance(license_, str) else None, metadata=metadata)
+
+    # --- files --------------------------------------------------------------------------------------
+
+    def download(self, repo_id: str, *, revision: str, allow_patterns: list[str] | None = None) -> Path:
+        """A pinned snapshot in the cache; ``revision`` should be a commit sha from ``model_info``."""
+        return self.call(
+            "download",
+            repo_id,
+            lambda: Path(
+                snapshot_download(
+                    repo_id,
+                    revision=revision,
+                    token=self.token,
+                    allow_patterns=allow_patterns,
+                    cache_dir=self.cache_dir,
+                    endpoint=self.api.endpoint,
+                )
+            ),
+        )
+
+    def tag_target(self, repo_id: str, tag: str) -> str | None:
+        """The commit a tag points at, or ``None``: lets the service skip what it already published."""
+        try:
+            refs = self.call("refs", repo_id, lambda: self.api.list_repo_refs(repo_id))
+        except HubNotFoundError:
+            return None
+        return next((t.target_commit for t in refs.tags if t.name == tag), None)
+
+    def publish_folder(
+        self, repo_id: str, folder: str | Path, *, tag: str, commit_message: str, private: bool = False
+    ) -> Publication:
+        """Make ``main`` hold exactly ``folder`` in ONE commit and tag it (tag = the base revision).
+
+        Re-running with the same folder creates no commit (the client skips unchanged files) and finds the
+        tag in place; a tag that already points elsewhere is a ``HubConflictError``.
+        """
+        folder = Path(folder)
+        self.call(
+            "create_repo", repo_id, lambda: self.api.create_repo(repo_id, private=private, exist_ok=True)
+        )
+        local = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        remote = self.call("list_files", repo_id, lambda: self.api.list_repo_files(repo_id))
+        info = self.call(
+            "create_commit",
+            repo_id,
+            lambda: self.api.create_commit(
+                repo_id,
+                [CommitOperationAdd(path_in_repo=f, path_or_fileobj=folder / f) for f in local]
+                + [CommitOperationDelete(f) for f in remote if f not in local and f != ".gitattributes"],
+                commit_message=commit_message,
+            ),
+        )
+        sha = str(info.oid)
+        existing = self.tag_target(repo_id, tag)
+        if existing is None:
+            self.call("create_tag", repo_id, lambda: self.api.create_tag(repo_id, tag=tag, revision=sha))
+        elif existing != sha:
+            raise HubConflictError(
+                "create_tag",
+                repo_id,
+                f"tag {tag} already points at {existing}, not {sha}",
+                "Publish under a new tag, or delete the old one first.",
+            )
+        return Publication(repo_id, sha, tag, tag_created=existing is None)
