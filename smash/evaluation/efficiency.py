@@ -18,7 +18,15 @@ from smash.evaluation.prompts import efficiency_input_ids
 from smash.evaluation.report import EfficiencyReport, RunMeasurement, SweepPoint
 from smash.evaluation.settings import Settings
 from smash.evaluation.stats import Stats, slope, summarize
-from smash.evaluation.timing import Timing, forward_run, generate_run, greedy_loop, unwrap
+from smash.evaluation.timing import (
+    Timing,
+    attached_runtime,
+    forward_run,
+    generate_run,
+    greedy_loop,
+    runtime_run,
+    unwrap,
+)
 
 
 def compile_count() -> int:
@@ -50,22 +58,22 @@ def choose_decode_path(model: Any, settings: Settings) -> str:
         return "forward"
     if settings.decode_path != "auto":
         return settings.decode_path
+    if attached_runtime(model) is not None:
+        return "runtime"
     return "generate" if owns_generation(model) else "loop"
 
 
 def weight_bytes(model: Any) -> int:
-    """Bytes of every tensor in the state dict (quantized ones included), shared storage counted once."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for tensor in unwrap(model).state_dict().values():
-        if not isinstance(tensor, torch.Tensor):
-            continue
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
-        if tensor.numel() and key in seen:
-            continue
-        seen.add(key)
-        total += tensor.numel() * tensor.element_size()
-    return total
+    """Resident bytes of the model's tensors: parameters, buffers (kernel layouts included) and the state
+    dict (quantized tensors included), each underlying storage counted once (tied weights, views)."""
+    module = unwrap(model)
+    tensors = [*module.parameters(), *module.buffers(), *module.state_dict().values()]
+    storages: dict[int, int] = {}
+    for tensor in tensors:
+        if isinstance(tensor, torch.Tensor) and tensor.numel():
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
 
 
 def disk_bytes(path: str | os.PathLike[str] | None) -> int | None:
@@ -91,7 +99,7 @@ def model_device(model: Any) -> torch.device:
 def _runner(path: str) -> Callable[[Any, torch.Tensor, int, torch.device], Timing]:
     if path == "forward":
         return lambda model, ids, _n, device: forward_run(model, ids, device)
-    return generate_run if path == "generate" else greedy_loop
+    return {"generate": generate_run, "runtime": runtime_run}.get(path, greedy_loop)
 
 
 def _one_run(

@@ -12,7 +12,7 @@ from typing import Any
 
 from smash.errors import EvaluationSettingsError
 
-DECODE_PATHS = ("auto", "loop", "generate")
+DECODE_PATHS = ("auto", "loop", "generate", "runtime")
 DEVICES = ("cpu", "cuda")
 
 
@@ -27,7 +27,9 @@ class Settings:
 
     ``decode_path``: ``loop`` times a hand-written greedy loop around ``forward`` with a KV cache;
     ``generate`` times the model's own ``generate`` through a streamer (what users of a runtime with its
-    own generation path get); ``auto`` picks ``generate`` for models that own their generation path.
+    own generation path get); ``runtime`` times the static-cache runtime's own prefill and decode graphs
+    (``smash.runtime``) step by step; ``auto`` picks ``runtime`` for models that carry one, ``generate``
+    for other models whose config holds a cacher, else ``loop``.
 
     ``threads``: ``None`` keeps torch's current setting; the value in effect is recorded in the report.
     ``device``: ``None`` measures each model where its weights are. dtypes are not changed: each model

@@ -1,9 +1,11 @@
-"""Timed generation: a hand-written greedy loop, or the model's own ``generate`` seen through a streamer.
+"""Timed generation: a greedy loop around ``forward``, the static-cache runtime's own graphs, or ``generate``.
 
 Both time the same thing: time to first token (prefill, from the call until the first new token exists
 on the host) and then one latency per further token. Neither adds work per step beyond reading the clock
 (and, on CUDA, synchronizing so the clock sees finished kernels). The loop calls ``forward`` with a
-transformers ``DynamicCache`` and takes the argmax, as ``generate`` does for greedy decoding.
+transformers ``DynamicCache`` and takes the argmax, as ``generate`` does for greedy decoding. A model that
+carries the static-cache runtime (``smash.runtime``) is timed through that runtime's prefill and decode,
+since that is what its ``generate`` runs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from smash.errors import EvaluationInputError
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,47 @@ def generate_run(model: Any, input_ids: torch.Tensor, new_tokens: int, device: t
     steps = tuple(b - a for a, b in itertools.pairwise(stamps))
     tokens = torch.cat([c.reshape(input_ids.shape[0], -1) for c in streamer.chunks], dim=1)
     return Timing(stamps[0] - start, steps, tokens)
+
+
+def attached_runtime(model: Any) -> Any:
+    """The fixed-shape generation runtime ``static_cache`` attached to the model (smash.runtime), if any."""
+    from smash.runtime import attached_runtime as find
+
+    return find(unwrap(model))
+
+
+@torch.inference_mode()
+def runtime_run(model: Any, input_ids: torch.Tensor, new_tokens: int, device: torch.device) -> Timing:
+    """Time the static-cache runtime's own prefill and decode graphs, step by step, greedily.
+
+    The same calls its ``generate`` makes (rows padded to the cache's batch size, chunked prefill, one
+    token per decode), but with the clock read around each so every step has its own latency.
+    """
+    runtime = attached_runtime(model)
+    rows, length = input_ids.shape
+    spec = runtime.spec
+    if rows > spec.batch_size or length + new_tokens > spec.max_cache_len:
+        raise EvaluationInputError(
+            f"a batch of {rows} x ({length} prompt + {new_tokens} new) tokens does not fit the static cache "
+            f"(batch_size {spec.batch_size}, max_cache_len {spec.max_cache_len})",
+            "Evaluate with shorter prompt/generation lengths or smash with a larger static_cache.",
+        )
+    batch = torch.zeros((spec.batch_size, length), dtype=torch.long, device=device)
+    batch[:rows].copy_(input_ids)
+    synchronize(device)
+    start = time.perf_counter()
+    token = runtime.prefill(batch).argmax(-1)
+    synchronize(device)
+    ttft = time.perf_counter() - start
+    tokens = [token[:rows]]
+    steps: list[float] = []
+    for step in range(new_tokens - 1):
+        begin = time.perf_counter()
+        token = runtime.decode(token.unsqueeze(-1), length + step).argmax(-1)
+        synchronize(device)
+        steps.append(time.perf_counter() - begin)
+        tokens.append(token[:rows])
+    return Timing(ttft, tuple(steps), torch.stack(tokens, dim=1))
 
 
 @torch.inference_mode()
