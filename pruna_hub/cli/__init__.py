@@ -13,7 +13,12 @@ from typing import Any
 import click
 
 # command name -> "module:attribute"
-_COMMANDS: dict[str, str] = {"recipes": "pruna_hub.cli.recipes:recipes", "hub": "pruna_hub.cli.hub:hub"}
+_COMMANDS: dict[str, str] = {
+    "recipes": "pruna_hub.cli.recipes:recipes",
+    "hub": "pruna_hub.cli.hub:hub",
+    "db": "pruna_hub.cli.db:db",
+    "catalogue": "pruna_hub.cli.catalogue:catalogue",
+}
 
 
 class _LazyGroup(click.Group):
@@ -40,6 +45,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point: known errors become one message on stderr and exit code 1 or 2."""
     from pruna_hub.errors import PrunaHubError
+    from registry_db.errors import CatalogueError
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -50,7 +56,7 @@ def main(argv: list[str] | None = None) -> Any:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except (PrunaHubError, ValueError) as e:
+    except (PrunaHubError, CatalogueError, ValueError) as e:
         if debug:
             raise
         click.echo(f"error: {e}", err=True)
