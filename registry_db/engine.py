@@ -53,7 +53,7 @@ def resolve_url(url: str | URL | None = None) -> URL:
     try:
         parsed = raw if isinstance(raw, URL) else make_url(raw.strip())
     except ArgumentError as e:
-        raise DatabaseURLError(text, "it is not a URL of the form dialect+driver://...") from e
+        raise DatabaseURLError(text, "it is not a URL like dialect+driver://host/database") from e
     backend = parsed.get_backend_name()
     if backend not in _SUPPORTED_BACKENDS:
         raise DatabaseURLError(text, f"backend {backend!r} is not supported (use sqlite or postgresql)")
@@ -61,7 +61,9 @@ def resolve_url(url: str | URL | None = None) -> URL:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         if parsed.get_driver_name() != "psycopg":
-            raise DatabaseURLError(text, f"driver {parsed.get_driver_name()!r} is not supported (use psycopg)")
+            raise DatabaseURLError(
+                text, f"driver {parsed.get_driver_name()!r} is not supported (use psycopg)"
+            )
         if not parsed.database:
             raise DatabaseURLError(text, "it names no database")
     return parsed

@@ -72,7 +72,9 @@ def migrations_dir() -> Path:
     for entry in migrations.__path__:
         if (Path(entry) / "env.py").is_file():
             return Path(entry).resolve()
-    raise RuntimeError(f"the migrations package ({list(migrations.__path__)}) holds no env.py; reinstall pruna-hub")
+    raise RuntimeError(
+        f"the migrations package ({list(migrations.__path__)}) holds no env.py; reinstall pruna-hub"
+    )
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

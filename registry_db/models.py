@@ -232,9 +232,7 @@ class Lineage(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     parent_base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id"), index=True)
-    child_artifact_id: Mapped[int] = mapped_column(
-        ForeignKey("artifacts.id", ondelete="CASCADE"), index=True
-    )
+    child_artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), index=True)
     relation: Mapped[str]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -243,9 +241,7 @@ class BenchmarkRun(Base):
     """One evaluation of the base or the smashed model: where, with what, and the full report."""
 
     __tablename__ = "benchmark_runs"
-    __table_args__ = (
-        CheckConstraint(f"subject IN ({_sql_in([s.value for s in Subject])})", name="subject"),
-    )
+    __table_args__ = (CheckConstraint(f"subject IN ({_sql_in([s.value for s in Subject])})", name="subject"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     namespace: Mapped[str] = mapped_column(server_default=DEFAULT_NAMESPACE)
