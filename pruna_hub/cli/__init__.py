@@ -15,6 +15,7 @@ import click
 # command name -> "module:attribute"
 _COMMANDS: dict[str, str] = {
     "recipes": "pruna_hub.cli.recipes:recipes",
+    "bench": "pruna_hub.cli.bench:bench",
     "hub": "pruna_hub.cli.hub:hub",
     "db": "pruna_hub.cli.db:db",
     "catalogue": "pruna_hub.cli.catalogue:catalogue",

@@ -80,7 +80,8 @@ def compare_distributions(
 
 def _causal(base: Any, smashed: Any, settings: Settings, tokenizer: Any) -> QualityReport:
     device = model_device(base)
-    vocab = int(unwrap(base).config.vocab_size)
+    config: Any = unwrap(base).config
+    vocab = int(config.vocab_size)
     prompts = quality_prompt_ids(
         tokenizer, vocab, count=settings.quality_prompts, chat=settings.use_chat_template, seed=settings.seed
     )

@@ -54,7 +54,8 @@ def accepts_logits_to_keep(model: Any) -> bool:
 def make_cache(model: Any) -> Any:
     from transformers import DynamicCache
 
-    return DynamicCache(config=unwrap(model).config)
+    config: Any = unwrap(model).config
+    return DynamicCache(config=config)
 
 
 @torch.inference_mode()
