@@ -1,0 +1,98 @@
+"""torch_compile: ``torch.compile`` the model in place, last, and warm its graphs up before first use.
+
+In place (``nn.Module.compile``) rather than ``torch.compile(model)``: the latter wraps the model in an
+``OptimizedModule`` whose state_dict keys gain an ``_orig_mod.`` prefix, which would break saving and
+loading. Nothing is saved with the weights; compilation is re-applied at load (REAPPLY).
+
+When ``static_cache`` attached a generation runtime, both of its graphs (chunked prefill, one-token
+decode) are compiled here, at smash time and again at load time, so no user request ever pays for a
+compilation. Torch's compile artifacts are kept with the saved model (``smash.compile_cache``) so that a
+load in a matching environment skips the backend compile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from smash.algorithms.base import Algorithm, Group, Hyperparameter, SaveMode, SmashContext
+from smash.errors import HyperparameterError
+from smash.registry import registry
+from smash.runtime import attached_runtime
+
+COMPILED_ATTR = "_smash_compile_params"
+_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@registry.register
+class TorchCompile(Algorithm):
+    name = "torch_compile"
+    group = Group.COMPILER
+    description = (
+        "torch.compile of the model's forward, in place; with static_cache, its prefill and decode graphs "
+        "are compiled (warmed up) when the model is smashed and when it is loaded."
+    )
+    hyperparameters = (
+        Hyperparameter(
+            "backend", str, "inductor", "torch.compile backend", choices=("inductor", "eager", "aot_eager")
+        ),
+        Hyperparameter(
+            "mode", str, "default", "inductor mode (other backends take only 'default')", choices=_MODES
+        ),
+        Hyperparameter(
+            "dynamic",
+            bool,
+            False,
+            "False: one graph per shape (the static-cache runtime has exactly two shapes); True: symbolic "
+            "shapes; null: torch decides (recompiles once a shape changes)",
+            nullable=True,
+        ),
+        Hyperparameter("fullgraph", bool, False, "fail instead of falling back to eager at a graph break"),
+        Hyperparameter(
+            "warmup", bool, True, "compile the static-cache runtime's graphs at smash and load time"
+        ),
+    )
+    runs_after = frozenset(
+        {
+            "group:quantizer",
+            "group:pruner",
+            "group:cacher",
+            "group:kernel",
+            "group:factorizer",
+            "group:distiller",
+            "group:batcher",
+        }
+    )
+    save_mode = SaveMode.REAPPLY
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        if params["mode"] != "default" and params["backend"] != "inductor":
+            raise HyperparameterError(
+                cls.name,
+                "mode",
+                params["mode"],
+                f"'default' with backend {params['backend']!r} (modes are inductor's)",
+            )
+
+    def applies_to(self, model: nn.Module, params: Mapping[str, Any]) -> str | None:
+        if not isinstance(model, nn.Module):
+            return "it compiles torch.nn.Module models only"
+        return None
+
+    def apply(self, model: nn.Module, params: Mapping[str, Any], ctx: SmashContext) -> nn.Module:
+        model.compile(
+            backend=params["backend"],
+            mode=None if params["mode"] == "default" else params["mode"],
+            dynamic=params["dynamic"],
+            fullgraph=params["fullgraph"],
+        )
+        object.__setattr__(model, COMPILED_ATTR, dict(params))
+        runtime = attached_runtime(model)
+        if runtime is not None and params["warmup"]:
+            report = runtime.warm_up()
+            ctx.metadata["warmup_seconds"] = round(report.seconds, 3)
+            ctx.metadata["warmup_frames_compiled"] = report.frames_compiled
+        return model

@@ -1,0 +1,320 @@
+"""The generation runtime behind ``static_cache``: fixed shapes, one pre-allocated KV cache, two graphs.
+
+Why this exists instead of ``model.generate(cache_implementation="static")``: measured on this CPU, that
+path sizes the cache from each call's length, dynamo specializes the cache length into its guards, and a
+longer generation recompiles both graphs (an 86 s spike). Here:
+
+- one ``StaticCache`` of ``max_cache_len`` x ``batch_size`` is allocated eagerly (``early_initialization``)
+  when the runtime is attached, so no call ever allocates or re-sizes it (a lazily allocated cache made
+  its second use recompile the prefill);
+- prompts are prefilled in chunks of exactly ``prefill_chunk`` tokens (the last chunk right-padded), so
+  every prompt length up to the cache size runs through one prefill graph. Padding is exact, not an
+  approximation: pad tokens sit after the real ones, causal masking keeps real tokens from seeing them,
+  and the cache write pointer is rewound to the real length so decoding overwrites them;
+- decoding feeds one token per row per step, so it is one decode graph;
+- every input goes through persistent buffers (``copy_``), so strides and shapes never change and dynamo
+  never sees a reason to recompile. The write pointer (``cumulative_length``) and positions are tensors,
+  so their values are not guarded on.
+
+The runtime works eagerly too (``static_cache`` without ``torch_compile``). With ``torch_compile`` the
+model's ``__call__`` is compiled in place and ``warm_up`` compiles both graphs before the first request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from smash.errors import GenerationInputError
+
+RUNTIME_ATTR = "_smash_generation_runtime"
+
+# generate() keywords the runtime accepts; anything else is refused by name rather than ignored.
+_ACCEPTED = frozenset({"attention_mask", "pad_token_id", "use_cache", "return_dict_in_generate"})
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """What fixes the shapes of the graphs: change any of these and the graphs change."""
+
+    max_cache_len: int
+    batch_size: int
+    prefill_chunk: int
+
+
+@dataclass
+class WarmupReport:
+    """How long warm-up took and how many dynamo frames it compiled (0 when the graphs were cached)."""
+
+    seconds: float
+    frames_compiled: int
+
+
+def compiled_frames() -> int:
+    """Dynamo frames compiled so far in this process; the tests and benchmarks diff this number."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["frames"]["ok"])
+
+
+def attached_runtime(model: nn.Module) -> StaticGenerationRuntime | None:
+    """The runtime ``static_cache`` attached to ``model``, if any."""
+    runtime = model.__dict__.get(RUNTIME_ATTR)
+    return runtime if isinstance(runtime, StaticGenerationRuntime) else None
+
+
+def attach_runtime(model: nn.Module, spec: RuntimeSpec) -> StaticGenerationRuntime:
+    """Give ``model`` a runtime; stored outside parameters/buffers so ``state_dict`` does not change."""
+    runtime = StaticGenerationRuntime(model, spec)
+    object.__setattr__(model, RUNTIME_ATTR, runtime)
+    return runtime
+
+
+def _kv_layout(config: Any) -> tuple[int, int]:
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    heads = int(text.num_attention_heads)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+    return kv_heads, head_dim
+
+
+def _compute_dtype(model: nn.Module) -> torch.dtype:
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embeddings, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.is_floating_point():
+        return weight.dtype
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+class StaticGenerationRuntime:
+    """Greedy or sampled generation over a fixed-shape static cache. See the module docstring."""
+
+    def __init__(self, model: nn.Module, spec: RuntimeSpec) -> None:
+        from transformers import StaticCache
+
+        self.model = model
+        self.spec = spec
+        self.device = _device(model)
+        self.cache = StaticCache(config=model.config, max_cache_len=spec.max_cache_len)
+        kv_heads, head_dim = _kv_layout(model.config)
+        self.cache.early_initialization(
+            batch_size=spec.batch_size,
+            num_heads=kv_heads,
+            head_dim=head_dim,
+            dtype=_compute_dtype(model),
+            device=self.device,
+        )
+        batch, chunk = spec.batch_size, spec.prefill_chunk
+        long = {"dtype": torch.long, "device": self.device}
+        self._chunk_ids = torch.zeros((batch, chunk), **long)
+        self._chunk_pos = torch.zeros((1, chunk), **long)
+        self._keep = torch.zeros((1,), **long)
+        self._token = torch.zeros((batch, 1), **long)
+        self._token_pos = torch.zeros((1, 1), **long)
+
+    # --- the two graphs -----------------------------------------------------------------------------
+
+    def _set_length(self, length: int) -> None:
+        for layer in self.cache.layers:
+            layer.cumulative_length.fill_(length)
+
+    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Write the prompt into the cache from position 0; return logits of its last token (B, vocab)."""
+        length, chunk = input_ids.shape[1], self.spec.prefill_chunk
+        self._set_length(0)
+        logits = torch.empty(0)
+        for start in range(0, length, chunk):
+            piece = input_ids[:, start : start + chunk]
+            self._chunk_ids.zero_()
+            self._chunk_ids[:, : piece.shape[1]].copy_(piece)
+            torch.arange(start, start + chunk, out=self._chunk_pos[0])
+            self._keep.fill_(piece.shape[1] - 1)
+            logits = self._forward(self._chunk_ids, self._chunk_pos, self._keep)
+        self._set_length(length)  # rewind over the padding of the last chunk
+        return logits[:, -1, :]
+
+    def decode(self, token: torch.Tensor, position: int) -> torch.Tensor:
+        """Feed one token per row at ``position``; return next-token logits (B, vocab)."""
+        self._token.copy_(token)
+        self._token_pos.fill_(position)
+        return self._forward(self._token, self._token_pos, None)[:, -1, :]
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        # One fixed autograd state whatever the caller's: grad and inference mode are part of the guards,
+        # so a caller under inference_mode after a warm-up under no_grad would otherwise recompile.
+        with torch.inference_mode(False), torch.no_grad():
+            return self._call_model(ids, positions, keep)
+
+    def _call_model(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor | None) -> Any:
+        kwargs: dict[str, Any] = {"logits_to_keep": keep} if keep is not None else {}
+        out = self.model(
+            input_ids=ids, position_ids=positions, past_key_values=self.cache, use_cache=True, **kwargs
+        )
+        return out.logits  # type: ignore[no-any-return]
+
+    # --- warm-up ------------------------------------------------------------------------------------
+
+    def warm_up(self, *, rounds: int = 2) -> WarmupReport:
+        """Run both graphs ``rounds`` times so compilation happens now, not on a user's request.
+
+        Two rounds: the first compiles, the second proves the graphs' guards hold for a cache that has
+        already been written to (the lazily allocated cache failed exactly that).
+        """
+        before, start = compiled_frames(), time.perf_counter()
+        prompt = torch.zeros((self.spec.batch_size, min(2, self.spec.max_cache_len - 2)), dtype=torch.long)
+        with torch.no_grad():
+            for _ in range(rounds):
+                self._generate_ids(prompt.to(self.device), max_new_tokens=2, sampler=None, eos=set(), pad=0)
+        return WarmupReport(time.perf_counter() - start, compiled_frames() - before)
+
+    # --- generate -----------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        input_ids: torch.Tensor | None = None,
+        *,
+        max_new_tokens: int | None = None,
+        max_length: int | None = None,
+        min_new_tokens: int | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """A subset of ``transformers`` ``generate`` over the static cache; returns prompt + new tokens.
+
+        Unsupported options (beam search, ragged batches, logits processors, ...) are refused by name:
+        use ``pruna_model.model.generate(...)`` for the full transformers API, at the price of the
+        recompilations this runtime exists to avoid.
+        """
+        input_ids = self._check_inputs(input_ids, kwargs)
+        new_tokens = self._new_tokens(input_ids.shape[1], max_new_tokens, max_length)
+        eos = self._eos_ids(eos_token_id)
+        pad = kwargs.get("pad_token_id")
+        if pad is None:
+            pad = getattr(getattr(self.model, "generation_config", None), "pad_token_id", None)
+        sampler = _Sampler(temperature, top_k, top_p) if do_sample else None
+        with torch.no_grad():
+            return self._generate_ids(
+                input_ids, new_tokens, sampler, eos, 0 if pad is None else int(pad), min_new_tokens or 0
+            )
+
+    def _generate_ids(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        sampler: _Sampler | None,
+        eos: set[int],
+        pad: int,
+        min_new_tokens: int = 0,
+    ) -> torch.Tensor:
+        rows, length = input_ids.shape
+        batch = torch.zeros((self.spec.batch_size, length), dtype=torch.long, device=self.device)
+        batch[:rows].copy_(input_ids)
+        logits = self.prefill(batch)
+        finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        eos_tensor = torch.tensor(sorted(eos), dtype=torch.long, device=self.device)
+        out: list[torch.Tensor] = []
+        for step in range(max_new_tokens):
+            if step < min_new_tokens and eos:
+                logits[:, eos_tensor] = float("-inf")
+            token = sampler(logits) if sampler is not None else logits.argmax(-1)
+            row_tokens = torch.where(finished, torch.full_like(token[:rows], pad), token[:rows])
+            out.append(row_tokens)
+            finished |= torch.isin(row_tokens, eos_tensor)
+            if step == max_new_tokens - 1 or bool(finished.all()):
+                break
+            logits = self.decode(token.unsqueeze(-1), length + step)
+        return torch.cat([input_ids, torch.stack(out, dim=1)], dim=1)
+
+    # --- input checks -------------------------------------------------------------------------------
+
+    def _check_inputs(self, input_ids: torch.Tensor | None, kwargs: dict[str, Any]) -> torch.Tensor:
+        unknown = sorted(set(kwargs) - _ACCEPTED)
+        if unknown:
+            raise GenerationInputError(
+                f"option(s) {', '.join(unknown)} are not supported by the static-cache runtime; it supports "
+                "greedy and sampled decoding (max_new_tokens, max_length, do_sample, temperature, top_k, "
+                "top_p, eos_token_id). Call pruna_model.model.generate(...) for the full transformers API."
+            )
+        if kwargs.get("return_dict_in_generate"):
+            raise GenerationInputError(
+                "return_dict_in_generate=True is not supported; the runtime returns ids."
+            )
+        if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            shape = (
+                tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+            )
+            raise GenerationInputError(f"input_ids must be a non-empty (batch, length) tensor, got {shape}.")
+        if input_ids.shape[0] > self.spec.batch_size:
+            raise GenerationInputError(
+                f"batch of {input_ids.shape[0]} prompts exceeds the static cache's batch_size "
+                f"{self.spec.batch_size}; smash with a larger static_cache.batch_size or split the batch."
+            )
+        mask = kwargs.get("attention_mask")
+        if mask is not None and not bool(torch.as_tensor(mask).bool().all()):
+            raise GenerationInputError(
+                "padded prompts (an attention_mask with zeros) are not supported: prompts of one batch must "
+                "have equal lengths. Generate them one at a time, or call pruna_model.model.generate(...)."
+            )
+        return input_ids.to(self.device)
+
+    def _new_tokens(self, length: int, max_new_tokens: int | None, max_length: int | None) -> int:
+        if max_new_tokens is None and max_length is not None:
+            max_new_tokens = max_length - length
+        if max_new_tokens is None:
+            config = getattr(self.model, "generation_config", None)
+            max_new_tokens = getattr(config, "max_new_tokens", None)
+            if max_new_tokens is None:
+                max_new_tokens = int(getattr(config, "max_length", None) or 20) - length
+        if max_new_tokens < 1:
+            raise GenerationInputError(
+                f"nothing to generate: max_new_tokens={max_new_tokens} for a prompt of {length} tokens; "
+                "pass max_new_tokens >= 1."
+            )
+        if length + max_new_tokens > self.spec.max_cache_len:
+            raise GenerationInputError(
+                f"a prompt of {length} tokens plus {max_new_tokens} new tokens needs "
+                f"{length + max_new_tokens} cache positions, but static_cache.max_cache_len is "
+                f"{self.spec.max_cache_len}; shorten the request or smash with a larger max_cache_len."
+            )
+        return max_new_tokens
+
+    def _eos_ids(self, eos_token_id: int | Sequence[int] | None) -> set[int]:
+        if eos_token_id is None:
+            eos_token_id = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if eos_token_id is None:
+            return set()
+        return {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(t) for t in eos_token_id}
+
+
+class _Sampler:
+    """Temperature, top-k and top-p sampling on the last logits, eager (it is not part of the graphs)."""
+
+    def __init__(self, temperature: float, top_k: int | None, top_p: float | None) -> None:
+        if temperature <= 0:
+            raise GenerationInputError(f"temperature must be > 0 when do_sample=True, got {temperature}.")
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        scores = logits.float() / self.temperature
+        if self.top_k:
+            kth = torch.topk(scores, min(self.top_k, scores.shape[-1]), dim=-1).values[..., -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if self.top_p is not None and self.top_p < 1.0:
+            ordered, index = torch.sort(scores, descending=True, dim=-1)
+            cumulative = ordered.softmax(-1).cumsum(-1)
+            drop = cumulative - ordered.softmax(-1) > self.top_p
+            scores = scores.masked_fill(drop.scatter(-1, index, drop), float("-inf"))
+        return torch.multinomial(scores.softmax(-1), 1).squeeze(-1)
