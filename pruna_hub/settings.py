@@ -141,7 +141,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise SettingsError(f"config file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise SettingsError(
+            f"config file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     if "token" in data:
         raise SettingsError(f"config file {path}: do not store the token in a file; set HF_TOKEN instead")
     return {name: _coerce(name, value) for name, value in data.items()}

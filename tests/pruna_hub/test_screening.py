@@ -57,7 +57,9 @@ def test_a_plain_model_is_smashed() -> None:
         ({}, True, False, SkipReason.NO_RECIPE),
     ],
 )
-def test_each_skip_reason(overrides: dict[str, Any], readable: bool, has_recipe: bool, expected: SkipReason) -> None:
+def test_each_skip_reason(
+    overrides: dict[str, Any], readable: bool, has_recipe: bool, expected: SkipReason
+) -> None:
     assert _screen(info(**overrides), readable=readable, has_recipe=has_recipe) is expected
 
 

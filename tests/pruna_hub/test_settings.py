@@ -26,7 +26,7 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
         load_settings({"limit": 0}, environ={})
     config = tmp_path / "c.toml"
     config.write_text('colour = "blue"\n')
-    with pytest.raises(SettingsError, match="unknown key.*colour"):
+    with pytest.raises(SettingsError, match=r"unknown key.*colour"):
         load_settings(config_file=config, environ={})
     config.write_text('token = "hf_x"\n')
     with pytest.raises(SettingsError, match="HF_TOKEN") as info:
