@@ -1,0 +1,249 @@
+"""The real huggingface_hub client against the local store, in-process and over a loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from huggingface_hub import (
+    CommitOperationAdd,
+    HfApi,
+    constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    snapshot_download,
+)
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import get_session
+
+from pruna_hub.hubstore import LocalHub, Principal, point_client_at
+
+WRITE = "tok-pruna"
+READER = "tok-alice"
+LFS_THRESHOLD = 4096
+
+
+@pytest.fixture(params=["in-process", "loopback"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LocalHub, HfApi]]:
+    hub = LocalHub(
+        tmp_path / "store",
+        tokens={WRITE: Principal("pruna", orgs=("PrunaAI",)), READER: Principal("alice", write=False)},
+        page_size=2,
+        tree_page_size=3,
+        lfs_threshold=LFS_THRESHOLD,
+    )
+    with contextlib.ExitStack() as stack:
+        if request.param == "in-process":
+            endpoint = stack.enter_context(hub.install(cache_dir=str(tmp_path / "cache")))
+        else:
+            endpoint = stack.enter_context(hub.serve())
+            stack.enter_context(point_client_at(endpoint, cache_dir=str(tmp_path / "cache")))
+        yield hub, HfApi(endpoint=endpoint, token=WRITE)
+
+
+def make_folder(root: Path, *, big: bytes) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
+    (root / "README.md").write_text(
+        "---\nlicense: apache-2.0\nlibrary_name: transformers\ntags: [demo]\n---\n# x\n"
+    )
+    (root / "weights.dat").write_bytes(big)  # over the threshold: LFS by size
+    (root / "nested").mkdir(exist_ok=True)
+    (root / "nested" / "notes.txt").write_text("regular file in a folder\n")
+    return root
+
+
+def test_upload_regular_and_lfs_then_snapshot(store: tuple[LocalHub, HfApi], tmp_path: Path) -> None:
+    hub, api = store
+    big = os.urandom(3 * LFS_THRESHOLD)
+    folder = make_folder(tmp_path / "src", big=big)
+    api.create_repo("PrunaAI/demo")
+    info = api.upload_folder(folder_path=folder, repo_id="PrunaAI/demo", commit_message="add")
+
+    ops = hub.operations()
+    assert {"preupload", "lfs_batch", "lfs_upload", "lfs_verify", "commit"} <= set(ops)
+    hub.app.clear_calls()
+    entries = {e.path: e for e in api.list_repo_tree("PrunaAI/demo", recursive=True)}
+    assert hub.operations() == ["tree", "tree"]  # 6 entries (a folder included), 3 per page
+    assert entries["weights.dat"].lfs is not None and entries["weights.dat"].lfs.size == len(big)
+    assert entries["config.json"].lfs is None and entries["nested/notes.txt"].lfs is None
+
+    path = Path(snapshot_download("PrunaAI/demo", revision=info.oid, token=WRITE))
+    assert path.name == info.oid
+    assert (path / "weights.dat").read_bytes() == big
+    assert (path / "nested" / "notes.txt").read_text() == "regular file in a folder\n"
+    single = hf_hub_download("PrunaAI/demo", "config.json", token=WRITE)
+    assert Path(single).read_text().startswith('{"architectures"')
+
+
+def test_identical_files_are_stored_once(store: tuple[LocalHub, HfApi], tmp_path: Path) -> None:
+    hub, api = store
+    big = os.urandom(2 * LFS_THRESHOLD)
+    for name in ("a", "b"):
+        api.create_repo(f"PrunaAI/{name}")
+        api.upload_file(path_or_fileobj=big, path_in_repo="w.dat", repo_id=f"PrunaAI/{name}")
+    blobs = [
+        p for p in (hub.storage.root / "blobs").rglob("*") if p.is_file() and p.stat().st_size == len(big)
+    ]
+    assert len(blobs) == 1
+    assert hub.operations().count("lfs_upload") == 1  # the second repo's batch answer had no upload action
+
+
+def test_create_twice_is_409_unless_exist_ok(store: tuple[LocalHub, HfApi]) -> None:
+    _, api = store
+    url = api.create_repo("PrunaAI/twice")
+    with pytest.raises(HfHubHTTPError) as e:
+        api.create_repo("PrunaAI/twice")
+    assert e.value.response.status_code == 409
+    assert api.create_repo("PrunaAI/twice", exist_ok=True).repo_id == url.repo_id == "PrunaAI/twice"
+
+
+def test_list_models_pages_filters_and_sorts(store: tuple[LocalHub, HfApi], tmp_path: Path) -> None:
+    hub, api = store
+    for i in range(5):
+        api.create_repo(f"PrunaAI/m{i}")
+    api.create_repo("pruna/other")
+    api.upload_file(
+        path_or_fileobj=b"---\nlicense: mit\n---\n", path_in_repo="README.md", repo_id="PrunaAI/m3"
+    )
+    hub.app.clear_calls()
+
+    newest_first = [m.id for m in api.list_models(author="PrunaAI", sort="created_at")]
+    assert newest_first == [f"PrunaAI/m{i}" for i in reversed(range(5))]
+    assert hub.operations().count("list_models") == 3  # page size 2: 2 + 2 + 1
+    assert [m.id for m in api.list_models(filter="license:mit")] == ["PrunaAI/m3"]
+    assert [m.id for m in api.list_models(search="OTHER")] == ["pruna/other"]
+    limited = list(api.list_models(author="PrunaAI", limit=3, expand=["createdAt", "sha"]))  # type: ignore[list-item]
+    assert len(limited) == 3 and all(m.sha is not None and m.created_at is not None for m in limited)
+
+
+def test_model_info_at_a_revision(store: tuple[LocalHub, HfApi]) -> None:
+    _, api = store
+    api.create_repo("PrunaAI/rev")
+    first = api.upload_file(path_or_fileobj=b"one", path_in_repo="one.txt", repo_id="PrunaAI/rev").oid
+    second = api.upload_file(path_or_fileobj=b"two", path_in_repo="two.txt", repo_id="PrunaAI/rev").oid
+    old = api.model_info("PrunaAI/rev", revision=first)
+    new = api.model_info("PrunaAI/rev")
+    assert old.sha == first and new.sha == second != first
+    assert {s.rfilename for s in old.siblings or []} == {".gitattributes", "one.txt"}
+    assert {s.rfilename for s in new.siblings or []} == {".gitattributes", "one.txt", "two.txt"}
+    assert [c.commit_id for c in api.list_repo_commits("PrunaAI/rev")][:2] == [second, first]
+    with pytest.raises(RevisionNotFoundError):
+        api.model_info("PrunaAI/rev", revision="no-such-branch")
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info("PrunaAI/missing")
+
+
+def test_tags_and_branches(store: tuple[LocalHub, HfApi], tmp_path: Path) -> None:
+    _, api = store
+    api.create_repo("PrunaAI/tagged")
+    first = api.upload_file(path_or_fileobj=b"v1", path_in_repo="f.txt", repo_id="PrunaAI/tagged").oid
+    api.create_tag("PrunaAI/tagged", tag="base-abc", revision=first)
+    api.upload_file(path_or_fileobj=b"v2", path_in_repo="f.txt", repo_id="PrunaAI/tagged")
+    api.create_branch("PrunaAI/tagged", branch="dev", revision=first)
+    refs = api.list_repo_refs("PrunaAI/tagged")
+    assert [(t.name, t.target_commit) for t in refs.tags] == [("base-abc", first)]
+    assert {b.name for b in refs.branches} == {"main", "dev"}
+    assert Path(hf_hub_download("PrunaAI/tagged", "f.txt", revision="base-abc")).read_bytes() == b"v1"
+    with pytest.raises(HfHubHTTPError) as e:
+        api.create_tag("PrunaAI/tagged", tag="base-abc", revision="main")
+    assert e.value.response.status_code == 409
+
+
+def test_noop_reupload_creates_no_commit(store: tuple[LocalHub, HfApi], tmp_path: Path) -> None:
+    hub, api = store
+    folder = make_folder(tmp_path / "src", big=os.urandom(2 * LFS_THRESHOLD))
+    api.create_repo("PrunaAI/noop")
+    first = api.upload_folder(folder_path=folder, repo_id="PrunaAI/noop").oid
+    hub.app.clear_calls()
+    again = api.upload_folder(folder_path=folder, repo_id="PrunaAI/noop").oid
+    assert again == first
+    assert "commit" not in hub.operations() and "lfs_upload" not in hub.operations()
+    assert len(api.list_repo_commits("PrunaAI/noop")) == 2  # initial commit + the upload
+
+
+def test_stale_parent_commit_is_412(store: tuple[LocalHub, HfApi]) -> None:
+    _, api = store
+    api.create_repo("PrunaAI/race")
+    base = api.upload_file(path_or_fileobj=b"a", path_in_repo="a.txt", repo_id="PrunaAI/race").oid
+    api.upload_file(path_or_fileobj=b"b", path_in_repo="b.txt", repo_id="PrunaAI/race")
+    with pytest.raises(HfHubHTTPError) as e:
+        api.create_commit(
+            "PrunaAI/race",
+            [CommitOperationAdd(path_in_repo="c.txt", path_or_fileobj=b"c")],
+            commit_message="late",
+            parent_commit=base,
+        )
+    assert e.value.response.status_code == 412
+    assert "c.txt" not in api.list_repo_files("PrunaAI/race")
+
+
+def test_private_and_gated_answer_like_the_hub(store: tuple[LocalHub, HfApi]) -> None:
+    hub, api = store
+    api.create_repo("PrunaAI/secret", private=True)
+    api.create_repo("PrunaAI/gated")
+    api.upload_file(path_or_fileobj=b"w", path_in_repo="w.txt", repo_id="PrunaAI/gated")
+    hub.storage.update_repo("PrunaAI/gated", gated="auto")
+    anonymous, alice = HfApi(endpoint=api.endpoint, token=False), HfApi(endpoint=api.endpoint, token=READER)
+
+    for other in (anonymous, alice):
+        with pytest.raises(RepositoryNotFoundError) as e:
+            other.model_info("PrunaAI/secret")
+        assert not isinstance(e.value, GatedRepoError)
+        assert other.model_info("PrunaAI/gated").gated == "auto"  # metadata stays public
+    assert api.model_info("PrunaAI/secret").private is True
+    for token, status in ((False, 401), (READER, 403)):
+        with pytest.raises(GatedRepoError) as gated:
+            hf_hub_download("PrunaAI/gated", "w.txt", token=token)
+        assert gated.value.response.status_code == status
+    hub.storage.update_repo("PrunaAI/gated", grants=("alice",))
+    assert Path(hf_hub_download("PrunaAI/gated", "w.txt", token=READER)).read_bytes() == b"w"
+    with pytest.raises(HfHubHTTPError) as denied:
+        alice.create_repo("PrunaAI/by-alice")
+    assert denied.value.response.status_code == 403
+
+
+def test_resolve_headers_and_range(store: tuple[LocalHub, HfApi]) -> None:
+    _, api = store
+    api.create_repo("PrunaAI/ranged")
+    data = bytes(range(256)) * 40
+    sha = api.upload_file(path_or_fileobj=data, path_in_repo="r.bin", repo_id="PrunaAI/ranged").oid
+    url = hf_hub_url("PrunaAI/ranged", "r.bin", endpoint=api.endpoint)
+    meta = get_hf_file_metadata(url, token=WRITE)
+    assert meta.commit_hash == sha and meta.size == len(data)
+    (entry,) = [e for e in api.list_repo_tree("PrunaAI/ranged") if e.path == "r.bin"]
+    assert meta.etag == entry.lfs.sha256  # type: ignore[union-attr]  # LFS files: the sha256 is the ETag
+    response = get_session().get(url, headers={"Range": "bytes=100-199"})
+    assert response.status_code == 206 and response.content == data[100:200]
+
+
+def test_offline_mode_reads_the_cache(store: tuple[LocalHub, HfApi], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, api = store
+    api.create_repo("PrunaAI/cached")
+    sha = api.upload_file(path_or_fileobj=b"cached", path_in_repo="c.txt", repo_id="PrunaAI/cached").oid
+    online = snapshot_download("PrunaAI/cached")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert snapshot_download("PrunaAI/cached") == online
+    assert Path(snapshot_download("PrunaAI/cached", revision=sha)).name == sha
+
+
+def test_truncated_download_is_resumed(
+    store: tuple[LocalHub, HfApi], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub, api = store
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # the client waits 1 s before resuming
+    api.create_repo("PrunaAI/cut")
+    data = os.urandom(3 * LFS_THRESHOLD)
+    api.upload_file(path_or_fileobj=data, path_in_repo="cut.bin", repo_id="PrunaAI/cut")
+    hub.faults.truncate("resolve", method="GET")
+    assert Path(hf_hub_download("PrunaAI/cut", "cut.bin")).read_bytes() == data
+    assert hub.faults.pending == 0
