@@ -301,7 +301,11 @@ class HubClient:
         sha = str(info.oid)
         existing = self.tag_target(repo_id, tag)
         if existing is None:
-            self.call("create_tag", repo_id, lambda: self.api.create_tag(repo_id, tag=tag, revision=sha))
+            try:
+                self.call("create_tag", repo_id, lambda: self.api.create_tag(repo_id, tag=tag, revision=sha))
+            except HubConflictError:  # an earlier attempt whose answer was lost may have created it
+                if self.tag_target(repo_id, tag) != sha:
+                    raise
         elif existing != sha:
             raise HubConflictError(
                 "create_tag",
