@@ -47,10 +47,10 @@ def pack_bits(values: torch.Tensor, nbits: int) -> torch.Tensor:
     One scheme for 2, 3, 4 and 8 bits keeps the saved format free of per-width special cases
     (hqq packs 3-bit values into int32 words with its own padding rules).
     """
-    flat = values.reshape(-1).to(torch.int64)
+    flat = F.pad(values.reshape(-1).to(torch.int64), (0, (-values.numel()) % 8))
     if nbits == 8:
         return flat.to(torch.uint8)
-    flat = F.pad(flat, (0, (-flat.numel()) % 8)).view(-1, 8)
+    flat = flat.view(-1, 8)
     shifts = torch.arange(8, device=flat.device) * nbits
     words = (flat << shifts).sum(dim=1)
     byte_shifts = torch.arange(nbits, device=flat.device) * 8

@@ -1,0 +1,256 @@
+"""Every registered algorithm on the tiny Llama (applicability, smash, save/load equality), then each
+built-in weight algorithm's own numbers: hqq's layout mapped onto the int4 kernel, int8, pruning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from _tiny import ALGORITHMS, input_ids, logits, tiny_params
+from torch import nn
+
+from smash import PrunaModel, SmashConfig, registry, smash
+from smash.algorithms.base import SmashContext
+from smash.algorithms.hqq import hqq_quantize
+from smash.errors import ArtifactError
+from smash.model import PICKLE_SUFFIXES
+from smash.quantized_linear import Int8Linear, QuantizedLinear, pack_bits, unpack_bits
+
+# --- parametrized over the registry ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_applies_to_the_tiny_llama(name: str, tiny_llama: nn.Module) -> None:
+    params = SmashConfig({name: tiny_params(name)})[name]
+    assert registry.create(name).applies_to(tiny_llama, params) is None
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_save_then_load_gives_the_same_outputs(name: str, tiny_llama: nn.Module, tmp_path: Path) -> None:
+    ids = input_ids()
+    base_before = logits(tiny_llama, ids)
+    smashed = smash(tiny_llama, SmashConfig({name: tiny_params(name)}))
+    before = logits(smashed, ids)
+    smashed.save_pretrained(tmp_path)
+    loaded = PrunaModel.from_pretrained(tmp_path)
+    assert loaded.smash_config == smashed.smash_config
+    assert torch.equal(logits(loaded, ids), before)
+    assert not [p for p in tmp_path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+    assert torch.equal(logits(tiny_llama, ids), base_before)  # the input was copied, not modified
+
+
+# --- hqq: bit packing and the quantizer ----------------------------------------------
+
+
+@pytest.mark.parametrize("nbits", [2, 3, 4, 8])
+@pytest.mark.parametrize("count", [64, 1001])
+def test_pack_bits_round_trip_and_size(nbits: int, count: int) -> None:
+    values = torch.randint(0, 2**nbits, (count,), generator=torch.Generator().manual_seed(nbits))
+    packed = pack_bits(values, nbits)
+    assert packed.dtype == torch.uint8
+    assert packed.numel() == -(-count // 8) * nbits
+    assert torch.equal(unpack_bits(packed, nbits, count), values.to(torch.uint8))
+
+
+def _weight(out_features: int = 192, in_features: int = 256, seed: int = 0) -> torch.Tensor:
+    return torch.randn(out_features, in_features, generator=torch.Generator().manual_seed(seed)) * 0.05
+
+
+@pytest.mark.parametrize("nbits", [2, 3, 4, 8])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_quantizer_is_hqqs_own(nbits: int, axis: int) -> None:
+    from hqq.core.quantize import Quantizer
+
+    weight = _weight()
+    expected_q, meta = Quantizer.quantize(
+        weight,
+        nbits=nbits,
+        group_size=64,
+        axis=axis,
+        bitpack=False,
+        device="cpu",
+        compute_dtype=torch.float32,
+    )
+    q, scale, zero = hqq_quantize(weight, nbits=nbits, group_size=64, axis=axis, iterations=20)
+    assert torch.equal(q, expected_q.float())
+    assert torch.equal(scale, meta["scale"])
+    assert torch.equal(zero, meta["zero"])
+
+
+def _layers(
+    nbits: int, axis: int, group_size: int = 64
+) -> tuple[torch.Tensor, QuantizedLinear, QuantizedLinear]:
+    """hqq's own dequantized weight, and the same quantization as an fp32 layer and a bf16 (kernel) layer."""
+    from hqq.core.quantize import Quantizer
+
+    weight = _weight()
+    q, meta = Quantizer.quantize(
+        weight,
+        nbits=nbits,
+        group_size=group_size,
+        axis=axis,
+        bitpack=False,
+        device="cpu",
+        compute_dtype=torch.float32,
+    )
+    meta["compute_dtype"] = torch.float32
+    reference = Quantizer.dequantize(q, meta)
+    common = dict(shape=tuple(weight.shape), nbits=nbits, group_size=group_size, axis=axis, bias=None)
+    fp32 = QuantizedLinear.from_quantized(
+        q, meta["scale"], meta["zero"], compute_dtype=torch.float32, **common
+    )
+    bf16 = QuantizedLinear.from_quantized(
+        q, meta["scale"], meta["zero"], compute_dtype=torch.bfloat16, **common
+    )
+    return reference, fp32, bf16
+
+
+@pytest.mark.parametrize("nbits", [2, 3, 4, 8])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_fp32_layer_equals_hqqs_dequantized_matmul(nbits: int, axis: int) -> None:
+    reference, fp32, _ = _layers(nbits, axis)
+    x = torch.randn(5, reference.shape[1])
+    assert fp32._kernel_weight is None
+    torch.testing.assert_close(fp32(x), x @ reference.T, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("nbits", [2, 3, 4, 8])
+def test_int4_kernel_computes_hqqs_weights(nbits: int) -> None:
+    """The converted layout, read back through the kernel itself (identity input), is hqq's weight matrix.
+
+    The only differences are bf16 roundings (kernel scales/zeros and the bf16 output), so the tolerance is
+    a bf16 one relative to the weight range, far below one quantization step.
+    """
+    reference, _, bf16 = _layers(nbits, axis=1)
+    assert bf16._kernel_weight is not None
+    eye = torch.eye(reference.shape[1], dtype=torch.bfloat16)
+    through_kernel = bf16(eye).float().T
+    span = (reference.amax() - reference.amin()).item()
+    step = span / (2**nbits - 1)
+    error = (through_kernel - reference).abs().max().item()
+    assert error < span * 2**-7
+    assert error < step or nbits == 8  # for 8 bits bf16 itself is coarser than the quantization grid
+
+
+@pytest.mark.parametrize("nbits", [2, 3, 4, 8])
+def test_int4_kernel_output_matches_hqq_in_bf16_compute(nbits: int) -> None:
+    from hqq.core.quantize import Quantizer
+
+    reference, _, bf16 = _layers(nbits, axis=1)
+    x = torch.randn(7, reference.shape[1])
+    exact = x @ reference.T
+    hqq_bf16 = (x.bfloat16() @ reference.bfloat16().T).float()  # hqq's own path with compute_dtype=bf16
+    ours = bf16(x)
+    assert ours.dtype == torch.float32
+    own_error = (ours - exact).abs().max().item()
+    hqq_error = (hqq_bf16 - exact).abs().max().item()
+    assert own_error <= 4 * hqq_error + 1e-3
+    assert Quantizer is not None
+
+
+def test_kernel_falls_back_to_dequantize_where_the_layout_does_not_map() -> None:
+    _, _, axis0 = _layers(4, axis=0)
+    _, _, group16 = _layers(4, axis=1, group_size=16)
+    assert axis0._kernel_weight is None and "dequantize" in repr(axis0)
+    assert group16._kernel_weight is None
+
+
+def test_hqq_skips_tied_lm_head_and_named_modules(tiny_llama: nn.Module) -> None:
+    smashed = smash(tiny_llama, {"hqq": {"skip_modules": "down_proj"}})
+    layers = dict(smashed.model.named_modules())
+    assert isinstance(layers["model.layers.0.self_attn.q_proj"], QuantizedLinear)
+    assert type(layers["model.layers.0.mlp.down_proj"]) is nn.Linear
+    assert type(layers["lm_head"]) is nn.Linear
+    recorded = smashed.metadata["hqq"]["layers"]
+    assert "lm_head" not in recorded and "model.layers.1.mlp.down_proj" not in recorded
+    assert len(recorded) == 2 * 6
+
+
+def test_hqq_4bit_saves_small_and_stays_close(tiny_llama: nn.Module, tmp_path: Path) -> None:
+    ids = input_ids()
+    smashed = smash(tiny_llama, {"hqq": {"weight_bits": 4, "group_size": 32}})
+    cos = torch.nn.functional.cosine_similarity(logits(smashed, ids), logits(tiny_llama, ids), dim=-1)
+    assert cos.min() > 0.98
+    PrunaModel(tiny_llama, SmashConfig({})).save_pretrained(tmp_path / "base")
+    smashed.save_pretrained(tmp_path / "hqq")
+    layer_bytes = sum(
+        m.weight.numel() * 4 for m in tiny_llama.model.layers.modules() if isinstance(m, nn.Linear)
+    )
+    saved = (tmp_path / "base/model.safetensors").stat().st_size - (
+        tmp_path / "hqq/model.safetensors"
+    ).stat().st_size
+    assert saved > 0.8 * layer_bytes  # fp32 -> 4 bits + bf16 scale/zero per 32: 81% of those bytes go
+
+
+def test_half_then_hqq_compose(tiny_llama: nn.Module, tmp_path: Path) -> None:
+    smashed = smash(tiny_llama, {"hqq": {}, "half": {"dtype": "bfloat16"}})
+    assert smashed.order == ["half", "hqq"]
+    assert smashed.model.model.norm.weight.dtype == torch.bfloat16
+    assert isinstance(smashed.model.model.layers[0].mlp.up_proj, QuantizedLinear)
+    ids = input_ids()
+    assert logits(smashed, ids).isfinite().all()
+    smashed.save_pretrained(tmp_path)
+    assert torch.equal(logits(PrunaModel.from_pretrained(tmp_path), ids), logits(smashed, ids))
+
+
+def test_restore_refuses_a_tampered_layer_table(tiny_llama: nn.Module) -> None:
+    params = SmashConfig({"hqq": {}})["hqq"]
+    hqq = registry.create("hqq")
+    for metadata in (
+        {},
+        {"layers": {"model.layers.0.mlp.up_proj": {"in": "64"}}},
+        {"layers": {"os.system": {"in": 1, "out": 1, "bias": False}}},
+    ):
+        with pytest.raises(ArtifactError, match=r"smash_artifact\.json"):
+            hqq.restore(tiny_llama, params, SmashContext("cpu", metadata))
+
+
+# --- int8_weight ----------------------------------------------
+
+
+def test_int8_layer_is_close_to_the_float_layer() -> None:
+    linear = nn.Linear(256, 192, bias=True)
+    layer = Int8Linear.from_linear(linear, compute_dtype=torch.bfloat16)
+    assert layer._kernel_scale is not None
+    x = torch.randn(4, 256)
+    torch.testing.assert_close(
+        layer.dequantize(), linear.weight.detach(), atol=linear.weight.abs().max().item() / 200, rtol=0
+    )
+    rel = ((layer(x) - linear(x)).norm() / linear(x).norm()).item()
+    assert rel < 0.02
+
+
+def test_int8_fp32_compute_dequantizes() -> None:
+    linear = nn.Linear(64, 32, bias=False)
+    layer = Int8Linear.from_linear(linear, compute_dtype=torch.float32)
+    x = torch.randn(3, 64)
+    assert layer._kernel_scale is None
+    torch.testing.assert_close(layer(x), x @ layer.dequantize().T)
+
+
+# --- magnitude_pruning ----------------------------------------------
+
+
+def test_unstructured_pruning_zeroes_the_smallest_weights(tiny_llama: nn.Module) -> None:
+    smashed = smash(tiny_llama, {"magnitude_pruning": {"sparsity": 0.4}})
+    for name, module in tiny_llama.named_modules():
+        if isinstance(module, nn.Linear) and name != "lm_head":
+            pruned = smashed.model.get_submodule(name).weight
+            zero = pruned == 0
+            assert abs(zero.float().mean().item() - 0.4) < 1 / module.weight.numel() + 1e-6
+            kept = module.weight[~zero].abs()
+            assert kept.min() >= module.weight[zero].abs().max()
+            assert torch.equal(pruned[~zero], module.weight[~zero])
+    assert abs(smashed.metadata["magnitude_pruning"]["sparsity"] - 0.4) < 1e-3
+    assert torch.equal(smashed.model.model.embed_tokens.weight, tiny_llama.model.embed_tokens.weight)
+
+
+def test_structured_pruning_zeroes_whole_rows_with_the_smallest_norm(tiny_llama: nn.Module) -> None:
+    smashed = smash(tiny_llama, {"magnitude_pruning": {"sparsity": 0.25, "structured": True}})
+    original = tiny_llama.model.layers[0].mlp.gate_proj.weight
+    pruned = smashed.model.model.layers[0].mlp.gate_proj.weight
+    dead = (pruned == 0).all(dim=1)
+    assert dead.sum().item() == int(0.25 * original.shape[0])
+    norms = original.norm(dim=1)
+    assert norms[~dead].min() >= norms[dead].max()
