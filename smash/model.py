@@ -24,10 +24,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from smash import compile_cache
 from smash.algorithms.base import SaveMode, SmashContext
 from smash.config import SmashConfig
 from smash.errors import ArtifactError, UnsafeArtifactError
 from smash.ordering import determine_algorithm_order
+from smash.runtime import attached_runtime
 
 CONFIG_FILE = "smash_config.json"
 ARTIFACT_FILE = "smash_artifact.json"
@@ -62,6 +64,9 @@ class PrunaModel:
         return self.model(*args, **kwargs)
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
+        runtime = attached_runtime(self.model)  # static_cache's fixed-shape runtime, when configured
+        if runtime is not None:
+            return runtime.generate(*args, **kwargs)
         return self.model.generate(*args, **kwargs)  # type: ignore[operator]
 
     def __getattr__(self, name: str) -> Any:
@@ -107,6 +112,7 @@ class PrunaModel:
             "versions": _versions(),
         }
         (path / ARTIFACT_FILE).write_text(json.dumps(artifact, indent=2, sort_keys=True) + "\n")
+        compile_cache.write_archive(self.model, path)  # torch_compile's graphs, see smash.compile_cache
         return path
 
     # --- loading ------------------------------------------------------------------------------------
@@ -271,6 +277,7 @@ def load_folder(
     if hasattr(model, "tie_weights"):
         model.tie_weights()
     model = model.to(target)
+    compile_cache.install_archive(path, target)  # lets torch_compile's warm-up skip compiling
     for name in order:
         algorithm = config.registry.create(name)
         if algorithm.save_mode is SaveMode.REAPPLY:

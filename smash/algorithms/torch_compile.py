@@ -13,14 +13,16 @@ load in a matching environment skips the backend compile.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from torch import nn
 
+from smash import compile_cache
 from smash.algorithms.base import Algorithm, Group, Hyperparameter, SaveMode, SmashContext
 from smash.errors import HyperparameterError
 from smash.registry import registry
-from smash.runtime import attached_runtime
+from smash.runtime import StaticGenerationRuntime, attached_runtime
 
 COMPILED_ATTR = "_smash_compile_params"
 _MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -92,7 +94,27 @@ class TorchCompile(Algorithm):
         object.__setattr__(model, COMPILED_ATTR, dict(params))
         runtime = attached_runtime(model)
         if runtime is not None and params["warmup"]:
-            report = runtime.warm_up()
-            ctx.metadata["warmup_seconds"] = round(report.seconds, 3)
-            ctx.metadata["warmup_frames_compiled"] = report.frames_compiled
+            self._warm_up(model, runtime, params, ctx)
         return model
+
+    def _warm_up(
+        self, model: nn.Module, runtime: StaticGenerationRuntime, params: Mapping[str, Any], ctx: SmashContext
+    ) -> None:
+        """Compile both runtime graphs now, into (or from) the model's compile-cache directory.
+
+        At load, ``ctx.metadata`` is what was recorded at smash time: its key is reused when the
+        environment is the same, so the warm-up finds the graphs that ``from_pretrained`` unpacked.
+        """
+        env = compile_cache.environment(runtime.device)
+        key = compile_cache.saved_key(ctx.metadata, env) or compile_cache.model_key(
+            model, params, asdict(runtime.spec), env
+        )
+        with compile_cache.compiling_into(key):
+            report = runtime.warm_up()
+        object.__setattr__(model, compile_cache.KEY_ATTR, key)
+        ctx.metadata.update(
+            compile_cache_key=key,
+            compile_environment=env,
+            warmup_seconds=round(report.seconds, 3),
+            warmup_frames_compiled=report.frames_compiled,
+        )
