@@ -79,8 +79,8 @@ def model_key(
     model: nn.Module, params: Mapping[str, Any], shapes: Mapping[str, Any], env: Mapping[str, str]
 ) -> str:
     """The cache key of one compiled model: environment + what shapes the graphs (not weight values)."""
-    config = getattr(model, "config", None)
-    config_text = config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else ""
+    to_json = getattr(getattr(model, "config", None), "to_json_string", None)
+    config_text = to_json(use_diff=False) if callable(to_json) else ""
     dtypes = sorted({str(p.dtype) for p in model.parameters()})
     signature = {
         "environment": dict(env),

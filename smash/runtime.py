@@ -84,7 +84,8 @@ def _kv_layout(config: Any) -> tuple[int, int]:
 
 
 def _compute_dtype(model: nn.Module) -> torch.dtype:
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    getter = getattr(model, "get_input_embeddings", None)
+    embeddings = getter() if callable(getter) else None
     weight = getattr(embeddings, "weight", None)
     if isinstance(weight, torch.Tensor) and weight.is_floating_point():
         return weight.dtype
@@ -104,8 +105,9 @@ class StaticGenerationRuntime:
         self.model = model
         self.spec = spec
         self.device = _device(model)
-        self.cache = StaticCache(config=model.config, max_cache_len=spec.max_cache_len)
-        kv_heads, head_dim = _kv_layout(model.config)
+        config: Any = model.config
+        self.cache = StaticCache(config=config, max_cache_len=spec.max_cache_len)
+        kv_heads, head_dim = _kv_layout(config)
         self.cache.early_initialization(
             batch_size=spec.batch_size,
             num_heads=kv_heads,
@@ -114,18 +116,21 @@ class StaticGenerationRuntime:
             device=self.device,
         )
         batch, chunk = spec.batch_size, spec.prefill_chunk
-        long = {"dtype": torch.long, "device": self.device}
-        self._chunk_ids = torch.zeros((batch, chunk), **long)
-        self._chunk_pos = torch.zeros((1, chunk), **long)
-        self._keep = torch.zeros((1,), **long)
-        self._token = torch.zeros((batch, 1), **long)
-        self._token_pos = torch.zeros((1, 1), **long)
+        self._chunk_ids = self._buffer(batch, chunk)
+        self._chunk_pos = self._buffer(1, chunk)
+        self._keep = self._buffer(1)
+        self._token = self._buffer(batch, 1)
+        self._token_pos = self._buffer(1, 1)
+
+    def _buffer(self, *shape: int) -> torch.Tensor:
+        return torch.zeros(shape, dtype=torch.long, device=self.device)
 
     # --- the two graphs -----------------------------------------------------------------------------
 
     def _set_length(self, length: int) -> None:
         for layer in self.cache.layers:
-            layer.cumulative_length.fill_(length)
+            pointer: torch.Tensor = layer.cumulative_length  # type: ignore[union-attr,assignment]
+            pointer.fill_(length)
 
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Write the prompt into the cache from position 0; return logits of its last token (B, vocab)."""
@@ -159,7 +164,7 @@ class StaticGenerationRuntime:
         out = self.model(
             input_ids=ids, position_ids=positions, past_key_values=self.cache, use_cache=True, **kwargs
         )
-        return out.logits  # type: ignore[no-any-return]
+        return out.logits
 
     # --- warm-up ------------------------------------------------------------------------------------
 
@@ -198,6 +203,8 @@ class StaticGenerationRuntime:
         use ``pruna_model.model.generate(...)`` for the full transformers API, at the price of the
         recompilations this runtime exists to avoid.
         """
+        if input_ids is None:
+            input_ids = kwargs.pop("inputs", None)  # transformers' name for the first argument
         input_ids = self._check_inputs(input_ids, kwargs)
         new_tokens = self._new_tokens(input_ids.shape[1], max_new_tokens, max_length)
         eos = self._eos_ids(eos_token_id)
