@@ -11,6 +11,7 @@ Two jobs beyond calling huggingface_hub:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -59,6 +60,11 @@ LIST_FIELDS = [
     "config",
     "cardData",
 ]
+
+
+def _or_none(values: Iterable[str]) -> list[str | None]:
+    """No filter given = one query without that filter."""
+    return list(values) or [None]
 
 
 def _retry_after(response: Any) -> float | None:
@@ -198,14 +204,9 @@ class HubClient:
         libraries go through ``filter=``, and the combinations are queried one by one and merged.
         """
         found: dict[str, ModelInfo] = {}
-        for author, tag, library in product(
-            list(authors) or [None], list(pipeline_tags) or [None], list(libraries) or [None]
-        ):
-            for info in self.call(
-                "list_models",
-                None,
-                lambda a=author, t=tag, lib=library: self._list_one(a, t, lib, search, since, limit),
-            ):
+        for author, tag, library in product(_or_none(authors), _or_none(pipeline_tags), _or_none(libraries)):
+            query = functools.partial(self._list_one, author, tag, library, search, since, limit)
+            for info in self.call("list_models", None, query):
                 found.setdefault(info.id, info)
         ordered = sorted(found.values(), key=lambda i: (i.created_at or _EPOCH, i.id), reverse=True)
         return ordered[:limit] if limit is not None else ordered

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
 from huggingface_hub import (
     CommitOperationAdd,
@@ -247,3 +252,56 @@ def test_truncated_download_is_resumed(
     hub.faults.truncate("resolve", method="GET")
     assert Path(hf_hub_download("PrunaAI/cut", "cut.bin")).read_bytes() == data
     assert hub.faults.pending == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cli_serve_answers_the_client(tmp_path: Path) -> None:
+    port = _free_port()
+    command = "from pruna_hub.cli import main; main()"
+    args = [
+        "hub",
+        "serve",
+        "--root",
+        str(tmp_path / "s"),
+        "--port",
+        str(port),
+        "--token",
+        "tok:pruna:PrunaAI",
+    ]
+    server = subprocess.Popen([sys.executable, "-c", command, *args], stderr=subprocess.PIPE)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        with point_client_at(endpoint, cache_dir=str(tmp_path / "cache")):
+            api = HfApi(endpoint=endpoint, token="tok")
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    assert api.whoami()["name"] == "pruna"
+                    break
+                except (OSError, httpx2.TransportError):
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise
+                    time.sleep(0.2)
+            api.create_repo("PrunaAI/served")
+            sha = api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="PrunaAI/served").oid
+            assert api.model_info("PrunaAI/served").sha == sha
+            with pytest.raises(HfHubHTTPError):
+                HfApi(endpoint=endpoint, token="wrong").create_repo("PrunaAI/nope")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert (tmp_path / "s" / "repos" / "PrunaAI" / "served" / "refs.json").is_file()
+
+
+def test_cli_rejects_a_malformed_token() -> None:
+    from click.testing import CliRunner
+
+    from pruna_hub.cli import cli
+
+    result = CliRunner().invoke(cli, ["hub", "serve", "--root", "x", "--token", "no-user"])
+    assert result.exit_code == 2 and "TOKEN:USER" in result.output
