@@ -113,3 +113,23 @@ class HubRateLimitedError(HubTransientError):
     ) -> None:
         self.retry_after = retry_after
         super().__init__(operation, repo_id, detail, hint)
+
+
+class JobPlanError(PrunaHubError, ValueError):
+    """A queued job can no longer run as planned (its recipe changed or was removed)."""
+
+    def __init__(self, job_id: int, problem: str, hint: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id}: {problem}. {hint}")
+
+
+class QualityGateError(PrunaHubError):
+    """The smashed model missed the recipe's quality gate: nothing is published."""
+
+    def __init__(self, recipe: str, failures: list[str]) -> None:
+        self.recipe = recipe
+        self.failures = list(failures)
+        super().__init__(
+            f"quality gate of recipe {recipe!r} failed: {'; '.join(self.failures)}. Nothing was published; "
+            "use a gentler recipe (more bits, larger groups) for this model."
+        )

@@ -19,6 +19,8 @@ Precedence (highest first): command-line flags, environment variables, the confi
 | work_dir | ``PRUNA_HUB_WORK_DIR`` | ``<data dir>/work`` |
 | max_attempts | ``PRUNA_HUB_MAX_ATTEMPTS`` | 3 |
 | max_parameters | ``PRUNA_HUB_MAX_PARAMETERS`` | 8e9 |
+| retry_base_seconds | ``PRUNA_HUB_RETRY_BASE_SECONDS`` | 30 (doubled per attempt for transient Hub errors) |
+| namespace | ``PRUNA_HUB_NAMESPACE`` | ``default`` (the catalogue partition of one organization) |
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class Settings:
     work_dir: Path | None = None
     max_attempts: int = 3
     max_parameters: int = 8_000_000_000
+    namespace: str = "default"
+    retry_base_seconds: float = 30.0
 
     def resolved_work_dir(self) -> Path:
         return self.work_dir or data_dir() / "work"
@@ -86,6 +90,8 @@ _ENV = {
     "work_dir": "PRUNA_HUB_WORK_DIR",
     "max_attempts": "PRUNA_HUB_MAX_ATTEMPTS",
     "max_parameters": "PRUNA_HUB_MAX_PARAMETERS",
+    "namespace": "PRUNA_HUB_NAMESPACE",
+    "retry_base_seconds": "PRUNA_HUB_RETRY_BASE_SECONDS",
 }
 
 
@@ -97,6 +103,11 @@ def _coerce(name: str, value: Any) -> Any:
             if number < 1:
                 raise ValueError("must be >= 1")
             return number
+        if name == "retry_base_seconds":
+            seconds = float(value)
+            if seconds < 0:
+                raise ValueError("must be >= 0")
+            return seconds
         if name == "authors":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(a.strip() for a in items if a.strip())

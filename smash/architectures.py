@@ -37,7 +37,7 @@ def architecture_class(config: Any, *, location: str) -> type[Any]:
     known = _known_classes(model_type)
     for name in architectures:
         if isinstance(name, str) and name in known:
-            return getattr(transformers, name)  # type: ignore[no-any-return]
+            return getattr(transformers, name)
     raise ArtifactError(
         location,
         f"architectures {architectures!r} are not transformers classes for model_type {model_type!r}",

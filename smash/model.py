@@ -162,7 +162,12 @@ def _deduplicated_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict
     for key, tensor in model.state_dict().items():
         if not isinstance(tensor, torch.Tensor):
             continue
-        identity = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
+        identity = (
+            tensor.untyped_storage().data_ptr(),
+            int(tensor.storage_offset()),
+            tuple(tensor.shape),
+            tensor.dtype,
+        )
         if tensor.numel() > 0 and identity in seen:
             aliases[key] = seen[identity]
             continue
@@ -274,8 +279,9 @@ def load_folder(
         raise ArtifactError(
             str(path), f"the saved tensors do not fit the rebuilt model ({e})", "Re-save the model."
         ) from e
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
+    tie_weights = getattr(model, "tie_weights", None)
+    if callable(tie_weights):
+        tie_weights()
     model = model.to(target)
     compile_cache.install_archive(path, target)  # lets torch_compile's warm-up skip compiling
     for name in order:

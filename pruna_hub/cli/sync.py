@@ -1,0 +1,205 @@
+"""`pruna-hub sync`: discover new models, smash, evaluate, publish and verify them.
+
+Thin: options become ``Settings`` (flags > environment > config file, see ``pruna_hub.settings``), the
+work is ``pruna_hub.sync.service``. Progress goes to stderr, the summary to stdout (``--format json``
+for scripts). The token is never printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pruna_hub.settings import Settings, load_settings
+
+
+@contextlib.contextmanager
+def local_hub_endpoint(root: Path | None) -> Iterator[str | None]:
+    """With ``--local-hub DIR``: the project's Hub-compatible store, in-process; yields its endpoint."""
+    if root is None:
+        yield None
+        return
+    from pruna_hub.hubstore import LocalHub
+
+    with LocalHub(root).install() as endpoint:
+        yield endpoint
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT: the current job finishes (or is released), then the loop stops."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def __call__(self) -> bool:
+        return self.stopped
+
+    def install(self) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            click.echo(f"received signal {signum}: finishing the current job, then stopping", err=True)
+            self.stopped = True
+
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _settings(options: dict[str, Any], config_file: Path | None, endpoint: str | None) -> Settings:
+    flags = {k: v for k, v in options.items() if v is not None}
+    if endpoint is not None:
+        flags["hub_endpoint"] = endpoint
+    return load_settings(flags, config_file=config_file)
+
+
+@click.command("sync")
+@click.option("--once/--watch", default=True, help="Run one pass (default), or keep watching the Hub.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=1),
+    default=300,
+    show_default=True,
+    help="Seconds between passes with --watch.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be queued or skipped and why; change nothing.")
+@click.option(
+    "--schedule-only", is_flag=True, help="Discover and queue jobs, leave them to `pruna-hub worker`."
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Models looked at per pass.")
+@click.option("--author", "authors", multiple=True, help="Only models of this author/org (repeatable).")
+@click.option("--search", help="Only models whose id contains this text.")
+@click.option(
+    "--recipe-dir",
+    "recipe_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Extra recipe directory (repeatable).",
+)
+@click.option("--target-org", help="Organization the smashed repos are published under.")
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), help="Device to smash on (default: cuda if available)."
+)
+@click.option("--executor", type=click.Choice(["inprocess"]), default="inprocess", show_default=True)
+@click.option(
+    "--local-hub",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Use the project's local Hub store in this folder instead of HF_ENDPOINT.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML config file.",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def sync(
+    once: bool,
+    interval: float,
+    dry_run: bool,
+    schedule_only: bool,
+    limit: int | None,
+    authors: tuple[str, ...],
+    search: str | None,
+    recipe_dirs: tuple[Path, ...],
+    target_org: str | None,
+    device: str | None,
+    executor: str,
+    local_hub: Path | None,
+    config_file: Path | None,
+    fmt: str,
+) -> None:
+    """Watch the Hub for new models and publish smashed copies of them."""
+    from pruna_hub.sync.context import SyncContext
+    from pruna_hub.sync.service import sync_once, watch
+
+    options = {"limit": limit, "authors": authors, "search": search, "recipe_dirs": recipe_dirs}
+    options |= {"target_org": target_org, "device": device}
+    stop = StopFlag()
+    stop.install()
+    with local_hub_endpoint(local_hub) as endpoint:
+        settings = _settings(options, config_file, endpoint)
+        ctx = SyncContext.open(settings)
+        try:
+            if once or dry_run:
+                summary = sync_once(ctx, dry_run=dry_run, run=not schedule_only)
+            else:
+                summary = watch(ctx, interval_s=interval, should_stop=stop)
+            entries = _published_entries(ctx, summary)
+        finally:
+            ctx.close()
+    _render(summary.to_dict() | {"published": entries}, fmt)
+
+
+def _published_entries(ctx: Any, summary: Any) -> list[dict[str, Any]]:
+    """The catalogue entry of every artifact this pass published or found already published, with the
+    local path of its card (downloaded through the Hub client, like any user would)."""
+    from registry_db.errors import NotFoundError
+    from registry_db.queries import show_artifact
+
+    targets = {o.target_repo_id: o.commit_sha for o in summary.outcomes if o.state == "published"}
+    for decision in summary.decisions:
+        if decision.action == "seen" and decision.recipe in ctx.book:
+            repo = ctx.book.get(decision.recipe).repo_id(decision.repo_id, target_org=ctx.settings.target_org)
+            targets.setdefault(repo, None)
+    entries = []
+    for repo_id, commit_sha in sorted(targets.items()):
+        try:
+            with ctx.catalogue.read_session() as session:
+                entry = show_artifact(
+                    session, repo_id, namespace=ctx.catalogue.namespace, commit_sha=commit_sha
+                )
+        except NotFoundError:
+            continue
+        entry["card_path"] = _card_path(ctx, repo_id, entry["artifact"]["commit_sha"])
+        entries.append(entry)
+    return entries
+
+
+def _card_path(ctx: Any, repo_id: str, revision: str) -> str:
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(
+        repo_id, "README.md", revision=revision, endpoint=ctx.hub.api.endpoint, token=ctx.settings.token
+    )
+
+
+def _render(data: dict[str, Any], fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+        return
+    click.echo(
+        "summary: " + ", ".join(f"{k}={v}" for k, v in sorted(data["counts"].items())) or "nothing to do"
+    )
+    rows = [("model", "revision", "decision", "recipe", "detail")]
+    for d in data["decisions"]:
+        rows.append(
+            (
+                d["repo_id"],
+                d["revision"][:12],
+                d["action"],
+                d.get("recipe", "-"),
+                d.get("reason", d.get("detail", "")),
+            )
+        )
+    for j in data["jobs"]:
+        detail = j.get("error") or (f"{j.get('target_repo_id')}@{str(j.get('commit_sha', ''))[:12]}")
+        rows.append(
+            (
+                j.get("base_repo_id", f"job {j['job_id']}"),
+                j.get("revision", "")[:12],
+                j["state"],
+                j.get("recipe", "-"),
+                detail,
+            )
+        )
+    if len(rows) > 1:
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    for entry in data["published"]:
+        click.echo("")
+        click.echo(json.dumps(entry, indent=2, sort_keys=True, default=str))
+        click.echo(f"card: {entry['card_path']}")

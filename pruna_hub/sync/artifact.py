@@ -1,0 +1,153 @@
+"""The published folder (smashed model + card + benchmark JSON and plot) and its verification."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pruna_hub.card import BaseCard, CardInput, applied_algorithms, flatten_efficiency, render_card
+from pruna_hub.errors import HubError
+
+if TYPE_CHECKING:
+    from pruna_hub.sync.context import SyncContext
+    from pruna_hub.sync.job import Plan
+
+REPORT_FILE = "benchmark.json"
+PLOT_FILE = "benchmark.png"
+_QUALITY_KEYS = ("top1_agreement", "kl_mean", "kl_max", "perplexity_base", "perplexity_smashed")
+# Units of the flattened metric keys, as recorded in the catalogue's metric rows.
+_UNITS = {"ttft_s": "s", "decode_latency_s": "s", "peak_memory_bytes": "B", "memory_per_token_bytes": "B"}
+
+
+def quality_numbers(quality: Any) -> dict[str, float]:
+    if quality is None:
+        return {}
+    return {k: float(v) for k in _QUALITY_KEYS if isinstance(v := getattr(quality, k, None), int | float)}
+
+
+def evaluation_metrics(report: Any) -> dict[str, float]:
+    """A flat summary for the CLI: smashed metrics, their ratio to the base, and quality."""
+    base = flatten_efficiency(report.base.to_dict())
+    smashed = flatten_efficiency(report.smashed.to_dict())
+    summary = {f"smashed.{k}": v for k, v in smashed.items()}
+    summary |= {f"ratio.{k}": smashed[k] / base[k] for k in smashed if base.get(k)}
+    return summary | quality_numbers(report.quality)
+
+
+def run_metrics(efficiency: Any, quality: Any) -> list[Any]:
+    """Metric rows of one benchmark run (efficiency of that model; quality on the smashed run)."""
+    from registry_db.records import MetricValue
+
+    rows = [
+        MetricValue(key, value, _UNITS.get(key.split(".")[0]))
+        for key, value in flatten_efficiency(efficiency.to_dict()).items()
+    ]
+    # The catalogue's queries sort on these names (e.g. `catalogue best --metric decode_latency_ms`).
+    decode = efficiency.decode_latency_s
+    if decode is not None:
+        rows.append(MetricValue("decode_latency_ms", decode.median * 1e3, "ms"))
+    rows.append(MetricValue("ttft_ms", efficiency.ttft_s.mean * 1e3, "ms"))
+    rows += [MetricValue(k, v) for k, v in quality_numbers(quality).items()]
+    return rows
+
+
+def hardware_of(report: Any, device: str) -> dict[str, Any]:
+    env = report.environment
+    return {
+        "device": device,
+        "name": env.get("cuda") or env.get("processor"),
+        "cpu_count": env.get("cpu_count"),
+        "threads": env.get("threads"),
+    }
+
+
+def versions_of(report: Any) -> dict[str, str]:
+    env = report.environment
+    versions = {k: str(env[k]) for k in ("torch", "transformers", "smash", "python") if env.get(k)}
+    try:
+        from importlib.metadata import version
+
+        versions["hqq"] = version("hqq")
+    except Exception:  # hqq is a dependency; a broken install only loses a line of the card
+        pass
+    return versions
+
+
+def build_artifact_folder(ctx: SyncContext, plan: Plan, smashed: Any, report: Any, folder: Path) -> None:
+    """Add the card, the report and the plot next to the saved model."""
+    from smash.evaluation.plot import plot_sweep
+
+    (folder / REPORT_FILE).write_text(report.to_json() + "\n")
+    plot_sweep(
+        {"base": report.base, "smashed": report.smashed}, folder / PLOT_FILE, title=plan.target_repo_id
+    )
+    card = render_card(card_input(ctx, plan, smashed, report))
+    (folder / "README.md").write_text(str(card))
+
+
+def card_input(ctx: SyncContext, plan: Plan, smashed: Any, report: Any) -> CardInput:
+    base_card = ctx.hub.base_card(plan.base_repo_id, revision=plan.revision)
+    config = smashed.smash_config
+    env = report.environment
+    return CardInput(
+        repo_id=plan.target_repo_id,
+        base_repo_id=plan.base_repo_id,
+        base_revision=plan.revision,
+        base=BaseCard.from_card_data(base_card.metadata),
+        recipe_name=plan.recipe.name,
+        recipe_version=plan.recipe.version,
+        recipe_hash=plan.recipe.content_hash,
+        device=plan.recipe.device,
+        algorithms=applied_algorithms(config, smashed.order),
+        smash_config_json=config.to_json(),
+        metrics={
+            "base": flatten_efficiency(report.base.to_dict()),
+            "smashed": flatten_efficiency(report.smashed.to_dict()),
+        },
+        quality=quality_numbers(report.quality),
+        quality_gate=plan.recipe.quality_gate.to_dict(),
+        hardware={k: str(v) for k, v in hardware_of(report, ctx.device).items() if v is not None},
+        versions=versions_of(report) | {"omp_wait_policy": str(env.get("omp_wait_policy"))},
+        plot_filename=PLOT_FILE,
+        hub_url=ctx.hub.api.endpoint,
+    )
+
+
+def verify_artifact(
+    ctx: SyncContext, repo_id: str, commit_sha: str, *, reference: tuple[Any, Any] | None
+) -> tuple[bool, str]:
+    """Load the published commit back through the Hub and run one forward pass.
+
+    With ``reference`` (the in-memory smashed model), the loaded model's next-token predictions must agree
+    with it; without (a crash-resumed job adopting an earlier commit), finite logits are required.
+    """
+    import torch
+
+    from smash import PrunaModel
+    from smash.errors import SmashError
+
+    try:
+        loaded = PrunaModel.from_pretrained(
+            repo_id, revision=commit_sha, token=ctx.settings.token, device=ctx.device
+        )
+    except (SmashError, HubError, OSError) as e:
+        return False, f"loading {repo_id}@{commit_sha[:12]} failed: {type(e).__name__}: {e}"
+    vocab = int(getattr(loaded.model.config, "vocab_size", 2))
+    ids = torch.arange(16, device=ctx.device).remainder(vocab).unsqueeze(0)
+    with torch.no_grad():
+        logits = loaded(ids).logits.float()
+        if not torch.isfinite(logits).all():
+            return False, "the loaded model produced non-finite logits"
+        if reference is None:
+            return True, "loaded from the Hub; one forward pass gave finite logits"
+        expected = reference[0](ids).logits.float()
+    agreement = float((logits.argmax(-1) == expected.argmax(-1)).float().mean())
+    if agreement < 0.99:
+        return (
+            False,
+            f"the loaded model's next-token predictions agree with the smashed one on {agreement:.0%}",
+        )
+    return True, json.dumps(
+        {"next_token_agreement": agreement, "max_abs_diff": float((logits - expected).abs().max())}
+    )

@@ -1,0 +1,50 @@
+"""What every step of a sync needs: settings, the Hub adapter, the catalogue, the recipes, a reporter."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pruna_hub.hub_client import HubClient
+from pruna_hub.recipes import RecipeBook, load_recipes
+from pruna_hub.settings import Settings
+
+if TYPE_CHECKING:
+    from registry_db import Catalogue
+
+
+def worker_name() -> str:
+    """Unique per process: the lease owner recorded on claimed jobs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def stderr_reporter(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class SyncContext:
+    settings: Settings
+    hub: HubClient
+    catalogue: Catalogue
+    book: RecipeBook
+    device: str
+    owner: str = field(default_factory=worker_name)
+    report: Callable[[str], None] = stderr_reporter
+
+    @classmethod
+    def open(cls, settings: Settings, *, report: Callable[[str], None] = stderr_reporter) -> SyncContext:
+        from registry_db import Catalogue
+
+        hub = HubClient(endpoint=settings.hub_endpoint, token=settings.token)
+        book = load_recipes(settings.recipe_dirs)
+        catalogue = Catalogue.open(settings.database_url, namespace=settings.namespace)
+        return cls(settings, hub, catalogue, book, settings.resolved_device(), report=report)
+
+    def close(self) -> None:
+        self.catalogue.dispose()

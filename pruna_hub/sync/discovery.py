@@ -1,0 +1,216 @@
+"""Discovery: list new models on the Hub, decide for each, and record the decision in the catalogue.
+
+Every candidate ends as a job keyed by (base revision, recipe hash): ``queued`` when it will be smashed,
+``skipped`` with a reason otherwise. A candidate without a matching recipe has no recipe to key a job on,
+so its base model is recorded with the skip reason in the run's outcome list (not as a job).
+
+Re-running is harmless: a (revision, recipe) already in the catalogue is reported as ``seen`` and its job
+is left as it is. A new revision of a model is a new base-model row and so a new job: it publishes again
+(a new commit and tag in the same repo). Besides the newest models, discovery re-checks the current
+revision of every base model the catalogue published, so a base updated after publishing is caught even
+when it is no longer among the newest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from pruna_hub.errors import HubError, HubGatedError, HubNotFoundError, NoRecipeError
+from pruna_hub.recipes import Recipe
+from pruna_hub.screening import Skip, SkipReason, architectures, parameter_count, screen
+from pruna_hub.sync.context import SyncContext
+from registry_db.jobs import create_or_get_job
+from registry_db.models import Artifact, BaseModel, Job
+from registry_db.models import Recipe as RecipeRow
+from registry_db.records import upsert_base_model, upsert_recipe
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What discovery decided for one model revision."""
+
+    repo_id: str
+    revision: str
+    action: str  # "queued" | "skipped" | "seen"
+    recipe: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    job_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def discover(ctx: SyncContext, *, dry_run: bool = False) -> list[Decision]:
+    """Decide for the newest models matching the filters and the updated published ones."""
+    settings = ctx.settings
+    listed = ctx.hub.list_new_models(
+        authors=settings.authors,
+        pipeline_tags=[settings.pipeline_tag] if settings.pipeline_tag else [],
+        libraries=[settings.library] if settings.library else [],
+        search=settings.search,
+        limit=settings.limit,
+    )
+    candidates = {info.id: info for info in listed}
+    for info in _updated_published(ctx, exclude=set(candidates)):
+        candidates.setdefault(info.id, info)
+    decisions = []
+    for info in candidates.values():
+        seen = _seen(ctx, info.id, info.sha)
+        if seen is not None:
+            decisions.append(seen)
+            continue
+        try:  # listings are summaries: files, config and card come with the full model info
+            full = ctx.hub.model_info(info.id, revision=info.sha)
+        except HubError as e:
+            decisions.append(Decision(info.id, info.sha or "", "error", reason=e.outcome, detail=str(e)))
+            continue
+        decisions.append(decide(ctx, full, dry_run=dry_run))
+    return decisions
+
+
+def _seen(ctx: SyncContext, repo_id: str, revision: str | None) -> Decision | None:
+    """The decision already recorded for this revision (any recipe), or None for a new revision."""
+    with ctx.catalogue.read_session() as session:
+        row = session.execute(
+            select(Job.id, Job.state, RecipeRow.name)
+            .join(BaseModel, Job.base_model_id == BaseModel.id)
+            .join(RecipeRow, Job.recipe_id == RecipeRow.id)
+            .where(
+                BaseModel.namespace == ctx.catalogue.namespace,
+                BaseModel.repo_id == repo_id,
+                BaseModel.revision == revision,
+            )
+            .order_by(Job.id.desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        return None
+    return Decision(
+        repo_id, revision or "", "seen", row.name, detail=f"job {row.id} is {row.state}", job_id=row.id
+    )
+
+
+def _updated_published(ctx: SyncContext, *, exclude: set[str]) -> Iterable[Any]:
+    """Current info of published base models whose Hub revision moved on since they were published."""
+    with ctx.catalogue.read_session() as session:
+        rows = session.execute(
+            select(BaseModel.repo_id, BaseModel.revision)
+            .join(Job, Job.base_model_id == BaseModel.id)
+            .join(Artifact, Artifact.job_id == Job.id)
+            .where(BaseModel.namespace == ctx.catalogue.namespace)
+        ).all()
+    published: dict[str, set[str]] = {}
+    for repo_id, revision in rows:
+        published.setdefault(repo_id, set()).add(revision)
+    for repo_id, revisions in sorted(published.items()):
+        if repo_id in exclude:
+            continue
+        try:
+            info = ctx.hub.model_info(repo_id)
+        except HubError as e:
+            logger.warning("re-checking %s failed: %s", repo_id, e)
+            continue
+        if info.sha not in revisions:
+            yield info
+
+
+def _select_recipe(ctx: SyncContext, info: Any) -> Recipe | None:
+    try:
+        return ctx.book.select(info.config or {}, ctx.device)
+    except NoRecipeError:
+        return None
+
+
+def _readable(ctx: SyncContext, info: Any) -> bool:
+    """Whether the configured token can read the files of a gated or private repo."""
+    if not (getattr(info, "gated", False) or getattr(info, "private", False)):
+        return True
+    try:
+        ctx.hub.download(info.id, revision=info.sha, allow_patterns=["config.json"])
+    except (HubGatedError, HubNotFoundError):
+        return False
+    return True
+
+
+def decide(ctx: SyncContext, info: Any, *, dry_run: bool = False) -> Decision:
+    recipe = _select_recipe(ctx, info)
+    skip = screen(
+        info,
+        readable=_readable(ctx, info),
+        has_recipe=recipe is not None,
+        max_parameters=ctx.settings.max_parameters,
+    )
+    if skip is None and recipe is not None:
+        reason = recipe.budget.exceeded(parameters=parameter_count(info))
+        skip = Skip(SkipReason.TOO_LARGE, reason) if reason else None
+    if recipe is None:
+        assert skip is not None
+        return Decision(info.id, info.sha, "skipped", reason=skip.reason.value, detail=skip.detail)
+    if dry_run:
+        return _dry_run_decision(ctx, info, recipe, skip)
+    return _record(ctx, info, recipe, skip)
+
+
+def _dry_run_decision(ctx: SyncContext, info: Any, recipe: Recipe, skip: Skip | None) -> Decision:
+    if skip is not None:
+        return Decision(info.id, info.sha, "skipped", recipe.name, skip.reason.value, skip.detail)
+    target = recipe.repo_id(info.id, target_org=ctx.settings.target_org)
+    return Decision(info.id, info.sha, "would_queue", recipe.name, detail=f"would publish to {target}")
+
+
+def _record(ctx: SyncContext, info: Any, recipe: Recipe, skip: Skip | None) -> Decision:
+    config = info.config or {}
+    namespace = ctx.catalogue.namespace
+    with ctx.catalogue.session() as session:
+        base = upsert_base_model(
+            session,
+            namespace=namespace,
+            repo_id=info.id,
+            revision=info.sha,
+            architectures=architectures(info),
+            model_type=config.get("model_type"),
+            license=_license(info),
+            gated=bool(getattr(info, "gated", False)),
+            parameter_count=parameter_count(info),
+            hub_created_at=getattr(info, "created_at", None),
+            hub_modified_at=getattr(info, "last_modified", None),
+        )
+        row = upsert_recipe(
+            session,
+            namespace=namespace,
+            name=recipe.name,
+            content_hash=recipe.content_hash,
+            smash_config=recipe.smash_config().to_dict(),
+            version=str(recipe.version),
+            algorithms=list(recipe.order),
+        )
+        job, created = create_or_get_job(
+            session,
+            base,
+            row,
+            state="skipped" if skip else "queued",
+            skip_reason=f"{skip.reason.value}: {skip.detail}" if skip else None,
+            max_attempts=ctx.settings.max_attempts,
+        )
+        job_id, state = job.id, job.state
+    if not created:
+        return Decision(
+            info.id, info.sha, "seen", recipe.name, detail=f"job {job_id} is {state}", job_id=job_id
+        )
+    if skip is not None:
+        return Decision(info.id, info.sha, "skipped", recipe.name, skip.reason.value, skip.detail, job_id)
+    return Decision(info.id, info.sha, "queued", recipe.name, job_id=job_id)
+
+
+def _license(info: Any) -> str | None:
+    card = getattr(info, "card_data", None)
+    value = card.get("license") if card is not None else None
+    return value if isinstance(value, str) else None

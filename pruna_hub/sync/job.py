@@ -1,0 +1,296 @@
+"""One claimed job, start to finish: download, smash, evaluate, gate, save, card, publish, verify.
+
+Every step is recorded in the catalogue as it happens (``smashed``, ``benchmarked``, benchmark runs, the
+artifact, its verification, ``published``), under the worker's lease; a heartbeat thread keeps the lease
+alive through long steps. The job is safe to run again after a crash at any point:
+
+- the published commit is tagged with the base revision, so a rerun that finds the tag in the target
+  repo adopts that commit (records it, verifies it) instead of smashing and publishing again;
+- ``publish_folder`` reuses a repo that was created but never committed to.
+
+Failures: a transient Hub error is retried by queueing the job again with exponential backoff while the
+job's attempt budget lasts; anything else fails the job with its error type and message. A failed
+quality gate fails the job with the measured numbers and publishes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import traceback
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub.hf_api import RepoFile
+
+from pruna_hub.errors import HubError, HubRateLimitedError, JobPlanError, QualityGateError
+from pruna_hub.recipes import Recipe
+from pruna_hub.sync.artifact import build_artifact_folder, evaluation_metrics, verify_artifact
+from pruna_hub.sync.context import SyncContext
+from pruna_hub.sync.heartbeat import Heartbeat
+from registry_db.errors import LeaseLostError
+from registry_db.jobs import Lease, advance_job, complete_job, fail_job
+from registry_db.models import BaseModel
+from registry_db.models import Recipe as RecipeRow
+from registry_db.records import record_artifact, record_benchmark_run, set_verification
+
+logger = logging.getLogger(__name__)
+
+BASE_PATTERNS = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a job will do, resolved from its catalogue rows and the loaded recipes."""
+
+    job_id: int
+    base_repo_id: str
+    revision: str
+    license: str | None
+    recipe: Recipe
+    target_repo_id: str
+    tag: str
+
+
+@dataclass
+class JobOutcome:
+    job_id: int
+    base_repo_id: str = ""
+    revision: str = ""
+    recipe: str = ""
+    state: str = "running"
+    target_repo_id: str | None = None
+    commit_sha: str | None = None
+    error: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "")}
+
+
+def publication_tag(revision: str) -> str:
+    """The tag of the commit made from one base revision (a base revision publishes once)."""
+    return f"base-{revision}"
+
+
+def plan_job(ctx: SyncContext, lease: Lease) -> Plan:
+    with ctx.catalogue.read_session() as session:
+        base = session.get(BaseModel, lease.base_model_id)
+        row = session.get(RecipeRow, lease.recipe_id)
+        assert base is not None and row is not None  # foreign keys of the claimed job
+        repo_id, revision, license_ = base.repo_id, base.revision, base.license
+        name, content_hash = row.name, row.content_hash
+    if name not in ctx.book:
+        raise JobPlanError(lease.job_id, f"recipe {name!r} is no longer loaded", "Add its directory back.")
+    recipe = ctx.book.get(name)
+    if recipe.content_hash != content_hash:
+        raise JobPlanError(
+            lease.job_id,
+            f"recipe {name!r} changed since the job was queued ({content_hash[:12]} -> "
+            f"{recipe.content_hash[:12]})",
+            "The next discovery queues a new job for the new recipe.",
+        )
+    target = recipe.repo_id(repo_id, target_org=ctx.settings.target_org)
+    return Plan(lease.job_id, repo_id, revision, license_, recipe, target, publication_tag(revision))
+
+
+def run_job(ctx: SyncContext, lease: Lease) -> JobOutcome:
+    """Run a claimed job to a final (or re-queued) state; never raises for a job-level failure."""
+    outcome = JobOutcome(lease.job_id)
+    try:
+        plan = plan_job(ctx, lease)
+        outcome.base_repo_id, outcome.revision, outcome.recipe = (
+            plan.base_repo_id,
+            plan.revision,
+            plan.recipe.name,
+        )
+        outcome.target_repo_id = plan.target_repo_id
+        with Heartbeat(ctx.catalogue, lease) as heartbeat:
+            _execute(ctx, plan, heartbeat, outcome)
+    except LeaseLostError as e:
+        outcome.state, outcome.error = "lease_lost", str(e)
+        ctx.report(f"job {lease.job_id}: lease lost, another worker owns it now ({e})")
+    except Exception as e:
+        _record_failure(ctx, lease, e, outcome)
+    return outcome
+
+
+def _execute(ctx: SyncContext, plan: Plan, heartbeat: Heartbeat, outcome: JobOutcome) -> None:
+    existing = ctx.hub.tag_target(plan.target_repo_id, plan.tag)
+    if existing is not None:
+        ctx.report(f"job {plan.job_id}: {plan.target_repo_id} already has {plan.tag}; adopting it")
+        _adopt(ctx, plan, heartbeat.lease, existing, outcome)
+        return
+    workdir = ctx.settings.resolved_work_dir() / f"job-{plan.job_id}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        _smash_and_publish(ctx, plan, heartbeat, workdir, outcome)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _smash_and_publish(
+    ctx: SyncContext, plan: Plan, heartbeat: Heartbeat, workdir: Path, outcome: JobOutcome
+) -> None:
+    from pruna_hub.sync.steps import evaluate_models, load_base, smash_base
+
+    ctx.report(f"job {plan.job_id}: downloading {plan.base_repo_id}@{plan.revision[:12]}")
+    base_path = ctx.hub.download(plan.base_repo_id, revision=plan.revision, allow_patterns=BASE_PATTERNS)
+    base, tokenizer = load_base(base_path, device=ctx.device)
+    ctx.report(f"job {plan.job_id}: smashing with {plan.recipe.name} ({' -> '.join(plan.recipe.order)})")
+    smashed = smash_base(base, plan.recipe, tokenizer=tokenizer, device=ctx.device)
+    with ctx.catalogue.session() as session:
+        advance_job(session, heartbeat.lease, "smashed")
+    folder = workdir / "artifact"
+    smashed.save_pretrained(folder)
+    ctx.report(f"job {plan.job_id}: evaluating against the base")
+    report = evaluate_models(base, smashed, plan.recipe, tokenizer, base_path=base_path, smashed_path=folder)
+    outcome.metrics = evaluation_metrics(report)
+    _record_runs(ctx, plan, heartbeat.lease, report)
+    failures = _gate(plan.recipe, report)
+    if failures:
+        raise QualityGateError(plan.recipe.name, failures)
+    with ctx.catalogue.session() as session:
+        advance_job(session, heartbeat.lease, "benchmarked")
+    build_artifact_folder(ctx, plan, smashed, report, folder)
+    ctx.report(f"job {plan.job_id}: publishing {plan.target_repo_id}")
+    publication = ctx.hub.publish_folder(
+        plan.target_repo_id,
+        folder,
+        tag=plan.tag,
+        commit_message=f"Smash {plan.base_repo_id}@{plan.revision[:12]} with {plan.recipe.name}",
+    )
+    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+    _finish(
+        ctx, plan, heartbeat.lease, publication.commit_sha, files, outcome, reference=(smashed, tokenizer)
+    )
+
+
+def _adopt(ctx: SyncContext, plan: Plan, lease: Lease, commit_sha: str, outcome: JobOutcome) -> None:
+    tree = ctx.hub.call(
+        "list_tree",
+        plan.target_repo_id,
+        lambda: list(ctx.hub.api.list_repo_tree(plan.target_repo_id, revision=commit_sha, recursive=True)),
+    )
+    files = {entry.path: int(entry.size) for entry in tree if isinstance(entry, RepoFile)}
+    _finish(ctx, plan, lease, commit_sha, files, outcome, reference=None)
+
+
+def _finish(
+    ctx: SyncContext,
+    plan: Plan,
+    lease: Lease,
+    commit_sha: str,
+    files: dict[str, int],
+    outcome: JobOutcome,
+    *,
+    reference: tuple[Any, Any] | None,
+) -> None:
+    relation = _relation(plan.recipe)
+    with ctx.catalogue.session() as session:
+        artifact = record_artifact(
+            session,
+            job_id=plan.job_id,
+            repo_id=plan.target_repo_id,
+            commit_sha=commit_sha,
+            files=files,
+            tag=plan.tag,
+            relation=relation,
+        )
+        artifact_id = artifact.id
+    ctx.report(f"job {plan.job_id}: verifying {plan.target_repo_id}@{commit_sha[:12]} loads and runs")
+    verified, message = verify_artifact(ctx, plan.target_repo_id, commit_sha, reference=reference)
+    with ctx.catalogue.session() as session:
+        set_verification(session, artifact_id, verified=verified, message=message)
+        if verified:
+            complete_job(session, lease)
+        else:
+            fail_job(session, lease, error_type="VerificationFailed", message=message)
+    outcome.state = "published" if verified else "failed"
+    outcome.commit_sha = commit_sha
+    outcome.error = None if verified else message
+
+
+def _relation(recipe: Recipe) -> str:
+    """The lineage relation of the published copy, from the groups of the recipe's algorithms."""
+    from smash import registry
+
+    groups = {registry.get(name).group.value for name in recipe.order}
+    for group, relation in (("quantizer", "quantized"), ("pruner", "pruned"), ("distiller", "distilled")):
+        if group in groups:
+            return relation
+    return "compiled"
+
+
+def _gate(recipe: Recipe, report: Any) -> list[str]:
+    quality = report.quality
+    ratio = None
+    if quality is not None and quality.perplexity_base and quality.perplexity_smashed:
+        ratio = quality.perplexity_smashed / quality.perplexity_base
+    return recipe.quality_gate.failures(
+        top1_agreement=getattr(quality, "top1_agreement", None),
+        kl=getattr(quality, "kl_mean", None),
+        perplexity_ratio=ratio,
+    )
+
+
+def _record_runs(ctx: SyncContext, plan: Plan, lease: Lease, report: Any) -> None:
+    from pruna_hub.sync.artifact import hardware_of, run_metrics, versions_of
+
+    data = report.to_dict()
+    with ctx.catalogue.session() as session:
+        for subject, efficiency in (("base", report.base), ("smashed", report.smashed)):
+            record_benchmark_run(
+                session,
+                subject=subject,
+                base_model_id=lease.base_model_id,
+                job_id=plan.job_id,
+                metrics=run_metrics(efficiency, report.quality if subject == "smashed" else None),
+                settings=data["settings"],
+                hardware=hardware_of(report, ctx.device),
+                library_versions=versions_of(report),
+                report=data,
+                namespace=ctx.catalogue.namespace,
+            )
+
+
+def _record_failure(ctx: SyncContext, lease: Lease, error: BaseException, outcome: JobOutcome) -> None:
+    retry = _retry_delay(error, lease.attempt, base=timedelta(seconds=ctx.settings.retry_base_seconds))
+    message = str(error) or type(error).__name__
+    if not isinstance(error, HubError | QualityGateError | JobPlanError):
+        logger.debug("job %s failed:\n%s", lease.job_id, "".join(traceback.format_exception(error)))
+    try:
+        with ctx.catalogue.session() as session:
+            state = fail_job(
+                session, lease, error_type=type(error).__name__, message=message[:4000], retry_after=retry
+            )
+    except LeaseLostError as e:
+        outcome.state, outcome.error = "lease_lost", str(e)
+        return
+    outcome.state, outcome.error = state.value, f"{type(error).__name__}: {message}"
+    ctx.report(f"job {lease.job_id}: {state.value} ({type(error).__name__}: {message.splitlines()[0]})")
+
+
+def _retry_delay(error: BaseException, attempt: int, *, base: timedelta) -> timedelta | None:
+    """Backoff before the next attempt of a transient failure; None fails the job for good."""
+    if not (isinstance(error, HubError) and error.retryable):
+        return None
+    delay = base * (2 ** max(attempt - 1, 0))
+    if isinstance(error, HubRateLimitedError) and error.retry_after:
+        delay = max(delay, timedelta(seconds=error.retry_after))
+    return delay

@@ -1,0 +1,87 @@
+"""The sync service: schedule (discover and queue) and work (claim and run jobs), once or on an interval."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pruna_hub.sync.context import SyncContext
+from pruna_hub.sync.discovery import Decision, discover
+from pruna_hub.sync.job import JobOutcome, run_job
+from registry_db.jobs import claim_next_job
+
+
+@dataclass
+class SyncSummary:
+    decisions: list[Decision] = field(default_factory=list)
+    outcomes: list[JobOutcome] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in [d.action for d in self.decisions] + [f"job_{o.state}" for o in self.outcomes]:
+            counts[item] = counts.get(item, 0) + 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "counts": self.counts(),
+            "decisions": [d.to_dict() for d in self.decisions],
+            "jobs": [o.to_dict() for o in self.outcomes],
+        }
+
+
+def work(
+    ctx: SyncContext,
+    *,
+    max_jobs: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[JobOutcome]:
+    """Claim and run runnable jobs one at a time until none is left (or ``max_jobs``, or a stop request)."""
+    outcomes: list[JobOutcome] = []
+    while (max_jobs is None or len(outcomes) < max_jobs) and not should_stop():
+        with ctx.catalogue.session() as session:
+            lease = claim_next_job(session, ctx.owner, namespace=ctx.catalogue.namespace)
+        if lease is None:
+            break
+        ctx.report(f"job {lease.job_id}: claimed (attempt {lease.attempt})")
+        outcomes.append(run_job(ctx, lease))
+    return outcomes
+
+
+def sync_once(
+    ctx: SyncContext, *, dry_run: bool = False, schedule: bool = True, run: bool = True
+) -> SyncSummary:
+    summary = SyncSummary()
+    if schedule:
+        summary.decisions = discover(ctx, dry_run=dry_run)
+        for decision in summary.decisions:
+            ctx.report(_describe(decision))
+    if run and not dry_run:
+        summary.outcomes = work(ctx)
+    return summary
+
+
+def watch(ctx: SyncContext, *, interval_s: float, should_stop: Callable[[], bool]) -> SyncSummary:
+    """Sync every ``interval_s`` seconds until ``should_stop``; returns everything done."""
+    total = SyncSummary()
+    while not should_stop():
+        once = sync_once(ctx)
+        total.decisions += once.decisions
+        total.outcomes += once.outcomes
+        deadline = time.monotonic() + interval_s
+        while time.monotonic() < deadline and not should_stop():
+            time.sleep(min(1.0, interval_s))
+    return total
+
+
+def _describe(decision: Decision) -> str:
+    text = f"{decision.repo_id}@{decision.revision[:12]}: {decision.action}"
+    if decision.recipe:
+        text += f" with {decision.recipe}"
+    if decision.reason:
+        text += f" ({decision.reason}: {decision.detail})"
+    elif decision.detail:
+        text += f" ({decision.detail})"
+    return text
