@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
     "hub": "pruna_hub.cli.hub:hub",
     "db": "pruna_hub.cli.db:db",
     "catalogue": "pruna_hub.cli.catalogue:catalogue",
+    "sync": "pruna_hub.cli.sync:sync",
 }
 
 
