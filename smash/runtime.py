@@ -121,6 +121,7 @@ class StaticGenerationRuntime:
         self._keep = self._buffer(1)
         self._token = self._buffer(batch, 1)
         self._token_pos = self._buffer(1, 1)
+        self.last_warmup: WarmupReport | None = None
 
     def _buffer(self, *shape: int) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.long, device=self.device)
@@ -179,7 +180,8 @@ class StaticGenerationRuntime:
         with torch.no_grad():
             for _ in range(rounds):
                 self._generate_ids(prompt.to(self.device), max_new_tokens=2, sampler=None, eos=set(), pad=0)
-        return WarmupReport(time.perf_counter() - start, compiled_frames() - before)
+        self.last_warmup = WarmupReport(time.perf_counter() - start, compiled_frames() - before)
+        return self.last_warmup
 
     # --- generate -----------------------------------------------------------------------------------
 

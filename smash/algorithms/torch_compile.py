@@ -106,12 +106,15 @@ class TorchCompile(Algorithm):
         environment is the same, so the warm-up finds the graphs that ``from_pretrained`` unpacked.
         """
         env = compile_cache.environment(runtime.device)
-        key = compile_cache.saved_key(ctx.metadata, env) or compile_cache.model_key(
-            model, params, asdict(runtime.spec), env
-        )
+        key: str | None = None  # the eager backends generate no code: nothing worth keeping
+        if params["backend"] == "inductor":
+            key = compile_cache.saved_key(ctx.metadata, env) or compile_cache.model_key(
+                model, params, asdict(runtime.spec), env
+            )
         with compile_cache.compiling_into(key):
             report = runtime.warm_up()
-        object.__setattr__(model, compile_cache.KEY_ATTR, key)
+        if key is not None:
+            object.__setattr__(model, compile_cache.KEY_ATTR, key)
         ctx.metadata.update(
             compile_cache_key=key,
             compile_environment=env,

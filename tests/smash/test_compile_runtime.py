@@ -1,0 +1,345 @@
+"""static_cache + torch_compile: exact generation, zero recompilations after warm-up, compile cache reuse.
+
+The fast tests compile with backend="eager": recompilations are decided by dynamo's guards, which do not
+depend on the backend, so they prove the runtime's shape discipline in seconds. The slow ones use
+inductor for real and check numerics against eager and the compile cache in a fresh process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from smash import PrunaModel, SmashConfig, compile_cache, determine_algorithm_order, smash
+from smash.errors import GenerationInputError, HyperparameterError
+from smash.runtime import attached_runtime, compiled_frames
+
+RUNTIME = {"max_cache_len": 128, "prefill_chunk": 16}
+# (prompt length, new tokens): shorter and longer than one chunk, exactly one chunk, up to the cache size.
+REQUESTS = [(21, 30), (5, 10), (33, 50), (16, 3), (40, 80), (1, 5), (100, 28), (7, 121)]
+
+
+def reference(model: torch.nn.Module, ids: torch.Tensor, new: int) -> torch.Tensor:
+    """transformers' own greedy generate on the unsmashed model, exactly ``new`` tokens."""
+    with torch.no_grad():
+        return model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False)  # type: ignore[operator]
+
+
+def prompt(length: int, seed: int = 0, rows: int = 1) -> torch.Tensor:
+    return torch.randint(0, 256, (rows, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def eager_compiled(tiny_llama: torch.nn.Module) -> PrunaModel:
+    return smash(tiny_llama, {"static_cache": RUNTIME, "torch_compile": {"backend": "eager"}})
+
+
+# --- the runtime without compilation ---------------------------------------------------------------------
+
+
+def test_static_cache_runtime_equals_transformers_greedy(tiny_llama: torch.nn.Module) -> None:
+    smashed = smash(tiny_llama, {"static_cache": RUNTIME})
+    for i, (length, new) in enumerate(REQUESTS):
+        ids = prompt(length, seed=i)
+        out = smashed.generate(ids, max_new_tokens=new, min_new_tokens=new)
+        assert torch.equal(out, reference(tiny_llama, ids, new)), (length, new)
+
+
+def test_batches_are_padded_to_the_cache_batch_size(tiny_llama: torch.nn.Module) -> None:
+    smashed = smash(tiny_llama, {"static_cache": {**RUNTIME, "batch_size": 3}})
+    two_rows = prompt(19, seed=3, rows=2)
+    out = smashed.generate(
+        two_rows, max_new_tokens=12, min_new_tokens=12, attention_mask=torch.ones_like(two_rows)
+    )
+    assert out.shape == (2, 31)
+    assert torch.equal(out, reference(tiny_llama, two_rows, 12))
+
+
+def test_sampling_with_top_k_1_or_tiny_top_p_is_greedy(tiny_llama: torch.nn.Module) -> None:
+    smashed = smash(tiny_llama, {"static_cache": RUNTIME})
+    ids = prompt(9, seed=4)
+    greedy = smashed.generate(ids, max_new_tokens=15, min_new_tokens=15)
+    top_k = smashed.generate(
+        ids, max_new_tokens=15, min_new_tokens=15, do_sample=True, top_k=1, temperature=0.7
+    )
+    top_p = smashed.generate(ids, max_new_tokens=15, min_new_tokens=15, do_sample=True, top_p=1e-6)
+    assert torch.equal(top_k, greedy) and torch.equal(top_p, greedy)
+
+
+def test_generation_stops_at_eos_and_pads_finished_rows(tiny_llama: torch.nn.Module) -> None:
+    smashed = smash(tiny_llama, {"static_cache": RUNTIME})
+    ids = prompt(12, seed=5)
+    free = smashed.generate(ids, max_new_tokens=20, eos_token_id=[])
+    eos = int(free[0, 12 + 4])  # make the 5th generated token the end-of-sequence token
+    stopped = smashed.generate(ids, max_new_tokens=20, eos_token_id=eos)
+    first = int((free[0, 12:] == eos).nonzero()[0])
+    assert torch.equal(stopped, free[:, : 12 + first + 1])
+
+
+# --- zero recompilations after warm-up ---------------------------------------------------------------
+
+
+def test_warm_up_compiles_both_graphs_then_no_length_recompiles(
+    tiny_llama: torch.nn.Module, eager_compiled: PrunaModel
+) -> None:
+    assert eager_compiled.metadata["torch_compile"]["warmup_frames_compiled"] == 2  # prefill + decode
+    before = compiled_frames()
+    for i, (length, new) in enumerate(REQUESTS):
+        ids = prompt(length, seed=i)
+        with torch.inference_mode() if i % 2 else torch.no_grad():  # the caller's autograd mode is irrelevant
+            out = eager_compiled.generate(ids, max_new_tokens=new, min_new_tokens=new)
+        assert torch.equal(out, reference(tiny_llama, ids, new)), (length, new)
+    assert compiled_frames() - before == 0
+
+
+def test_the_recompile_counter_sees_transformers_generate_recompiling(tiny_llama: torch.nn.Module) -> None:
+    """Control for the test above: the hand-assembled way (compiled forward + generate) does recompile."""
+    tiny_llama.compile(backend="eager", dynamic=False)
+    before = compiled_frames()
+    for length, new in [(8, 4), (20, 9)]:
+        reference(tiny_llama, prompt(length), new)
+    assert compiled_frames() - before >= 3
+
+
+def test_save_load_warms_up_and_generates_the_same(eager_compiled: PrunaModel, tmp_path: Path) -> None:
+    ids = prompt(27)
+    before_save = eager_compiled.generate(ids, max_new_tokens=40)
+    eager_compiled.save_pretrained(tmp_path)
+    loaded = PrunaModel.from_pretrained(tmp_path)
+    runtime = attached_runtime(loaded.model)
+    assert runtime is not None and runtime.last_warmup is not None  # warmed up at load
+    # dynamo guards on module structure, not identity: in this process the loaded model reuses the graphs
+    assert runtime.last_warmup.frames_compiled in (0, 2)
+    frames = compiled_frames()
+    assert torch.equal(loaded.generate(ids, max_new_tokens=40), before_save)
+    assert loaded.generate(prompt(90, seed=1), max_new_tokens=38).shape == (1, 128)
+    assert compiled_frames() - frames == 0
+    assert set(loaded.model.state_dict()) == set(eager_compiled.model.state_dict())  # compiled in place
+
+
+# --- declarations and bad input --------------------------------------------------------------------------
+
+
+def test_static_cache_runs_after_quantizers_and_before_the_compiler() -> None:
+    config = SmashConfig({"torch_compile": {}, "static_cache": {}, "half": {}})
+    assert determine_algorithm_order(config) == ["half", "static_cache", "torch_compile"]
+
+
+def test_cache_size_must_be_a_multiple_of_the_chunk() -> None:
+    with pytest.raises(
+        HyperparameterError, match=r"static_cache.max_cache_len = 100 .*multiple of prefill_chunk \(64\)"
+    ):
+        SmashConfig({"static_cache": {"max_cache_len": 100}})
+
+
+def test_inductor_modes_need_the_inductor_backend() -> None:
+    with pytest.raises(HyperparameterError, match=r"torch_compile.mode = 'max-autotune' .*backend 'eager'"):
+        SmashConfig({"torch_compile": {"backend": "eager", "mode": "max-autotune"}})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"input_ids": prompt(100), "max_new_tokens": 29},
+            r"needs 129 cache positions.*max_cache_len is 128",
+        ),
+        ({"input_ids": prompt(4, rows=2), "max_new_tokens": 3}, r"batch of 2 prompts exceeds .*batch_size 1"),
+        ({"input_ids": prompt(4), "num_beams": 2}, r"num_beams are not supported"),
+        ({"input_ids": prompt(4), "max_new_tokens": 0}, r"max_new_tokens=0"),
+        (
+            {"input_ids": prompt(4), "attention_mask": torch.tensor([[0, 1, 1, 1]])},
+            r"padded prompts .* not supported",
+        ),
+        ({"input_ids": torch.zeros(3, dtype=torch.long)}, r"\(batch, length\) tensor, got \(3,\)"),
+        ({"input_ids": prompt(4), "do_sample": True, "temperature": 0.0}, r"temperature must be > 0"),
+    ],
+)
+def test_requests_the_runtime_cannot_serve_are_refused(
+    tiny_llama: torch.nn.Module, kwargs: dict[str, Any], message: str
+) -> None:
+    smashed = smash(tiny_llama, {"static_cache": RUNTIME})
+    with pytest.raises(GenerationInputError, match=message):
+        smashed.generate(**kwargs)
+
+
+def test_static_cache_does_not_apply_to_a_model_without_generate() -> None:
+    from smash.errors import NotApplicableError
+
+    with pytest.raises(NotApplicableError, match=r"static_cache.*transformers generative model"):
+        smash(torch.nn.Linear(4, 4), {"static_cache": {}})
+
+
+# --- compile cache archive -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def packed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_llama: torch.nn.Module) -> Path:
+    """A saved folder whose archive holds a fake compile directory (two files and a lock)."""
+    monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "root_a"))
+    source = compile_cache.directory_for("k1")
+    (source / "fxgraph" / "ab").mkdir(parents=True)
+    (source / "fxgraph" / "ab" / "entry").write_bytes(b"graph")
+    (source / "kernel.so").write_bytes(b"\x7fELF")
+    (source / "locks").mkdir()
+    (source / "locks" / "x.lock").write_text("")
+    tiny_llama.__dict__[compile_cache.KEY_ATTR] = "k1"
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    assert compile_cache.write_archive(tiny_llama, folder) == folder / compile_cache.ARCHIVE_FILE
+    monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "root_b"))
+    return folder
+
+
+def test_archive_is_unpacked_when_the_environment_matches(packed: Path) -> None:
+    assert compile_cache.install_archive(packed, torch.device("cpu")) == "k1"
+    target = compile_cache.directory_for("k1")
+    assert (target / "fxgraph" / "ab" / "entry").read_bytes() == b"graph"
+    assert (target / "kernel.so").read_bytes() == b"\x7fELF"
+    assert not (target / "locks").exists()
+
+
+def test_archive_from_another_environment_is_ignored(packed: Path) -> None:
+    manifest = json.loads((packed / compile_cache.MANIFEST_FILE).read_text())
+    manifest["environment"]["torch"] = "1.0.0"
+    (packed / compile_cache.MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert compile_cache.install_archive(packed, torch.device("cpu")) is None
+    assert not compile_cache.directory_for("k1").exists()
+
+
+def test_archive_with_a_wrong_checksum_or_unsafe_member_is_ignored(packed: Path) -> None:
+    archive = packed / compile_cache.ARCHIVE_FILE
+    with tarfile.open(archive, "a") as tar:  # a member escaping the cache directory
+        info = tarfile.TarInfo("../escape")
+        tar.addfile(info)
+    assert compile_cache.install_archive(packed, torch.device("cpu")) is None  # checksum no longer matches
+    manifest = json.loads((packed / compile_cache.MANIFEST_FILE).read_text())
+    manifest["sha256"] = compile_cache._sha256(archive)
+    (packed / compile_cache.MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert compile_cache.install_archive(packed, torch.device("cpu")) is None  # tar's data filter refuses it
+    assert not (compile_cache.cache_root() / "escape").exists()
+
+
+def test_archive_key_is_never_used_as_a_path_when_malformed(packed: Path) -> None:
+    manifest = json.loads((packed / compile_cache.MANIFEST_FILE).read_text())
+    manifest["key"] = "../../etc"
+    (packed / compile_cache.MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert compile_cache.install_archive(packed, torch.device("cpu")) is None
+
+
+# --- inductor, for real ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def inductor_smashed(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, PrunaModel, Path]:
+    """The tiny llama smashed with inductor (compiled once for the module), and its saved folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        architectures=["LlamaForCausalLM"],
+    )
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(config).eval()
+    folder = tmp_path_factory.mktemp("saved")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path_factory.mktemp("compile_cache")))
+        smashed = smash(base, {"static_cache": RUNTIME, "torch_compile": {}})
+        smashed.save_pretrained(folder)
+    return base, smashed, folder
+
+
+@pytest.mark.slow
+def test_inductor_runtime_matches_eager_with_zero_recompiles(
+    inductor_smashed: tuple[torch.nn.Module, PrunaModel, Path],
+) -> None:
+    base, smashed, _ = inductor_smashed
+    runtime = attached_runtime(smashed.model)
+    assert runtime is not None
+    before = compiled_frames()
+    ids = prompt(37, seed=9)
+    with torch.no_grad():
+        compiled_logits = runtime.prefill(ids)
+        eager_logits = base(ids).logits[:, -1, :]
+    torch.testing.assert_close(compiled_logits, eager_logits, atol=1e-4, rtol=1e-4)
+    for i, (length, new) in enumerate(REQUESTS):
+        ids = prompt(length, seed=i)
+        out = smashed.generate(ids, max_new_tokens=new, min_new_tokens=new)
+        assert torch.equal(out, reference(base, ids, new)), (length, new)
+    assert compiled_frames() - before == 0
+
+
+_LOAD_SCRIPT = """
+import json, sys, time, torch
+from torch._dynamo.utils import counters
+from smash import PrunaModel
+from smash.runtime import compiled_frames
+start = time.perf_counter()
+model = PrunaModel.from_pretrained(sys.argv[1])
+ids = torch.randint(0, 256, (1, 21), generator=torch.Generator().manual_seed(0))
+out = model.generate(ids, max_new_tokens=30, min_new_tokens=30)
+print(json.dumps({"seconds": time.perf_counter() - start, "frames": compiled_frames(),
+                  "inductor": dict(counters["inductor"]), "tokens": out.tolist()}))
+"""
+
+
+def _load_in_fresh_process(folder: Path, scratch: Path) -> dict[str, Any]:
+    """Load in a new interpreter whose inductor and smash caches are empty: another machine, same setup."""
+    env = {
+        **os.environ,
+        "SMASH_COMPILE_CACHE_DIR": str(scratch / "smash"),
+        "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor"),
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_SCRIPT, str(folder)], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_saved_compile_cache_skips_compiling_in_a_fresh_process(
+    inductor_smashed: tuple[torch.nn.Module, PrunaModel, Path], tmp_path: Path
+) -> None:
+    base, _, folder = inductor_smashed
+    assert (folder / compile_cache.ARCHIVE_FILE).is_file()
+    result = _load_in_fresh_process(folder, tmp_path)
+    assert result["inductor"].get("fxgraph_cache_miss", 0) == 0
+    assert result["inductor"]["fxgraph_cache_hit"] == 2  # both graphs came from the archive
+    ids = torch.randint(0, 256, (1, 21), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.tensor(result["tokens"]), reference(base, ids, 30))
+
+
+def test_load_with_a_foreign_compile_cache_falls_back_to_compiling(
+    eager_compiled: PrunaModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "saved"
+    eager_compiled.save_pretrained(folder)
+    assert not (folder / compile_cache.ARCHIVE_FILE).exists()  # the eager backend has nothing to keep
+    (tmp_path / "foreign").mkdir()
+    with tarfile.open(folder / compile_cache.ARCHIVE_FILE, "w") as tar:
+        tar.add(tmp_path / "foreign", arcname="x")
+    foreign = {"format_version": 1, "key": "abc", "sha256": "0", "environment": {"torch": "0"}}
+    (folder / compile_cache.MANIFEST_FILE).write_text(json.dumps(foreign))
+    ids = prompt(30)
+    loaded = PrunaModel.from_pretrained(folder)
+    assert not compile_cache.directory_for("abc").exists()
+    assert torch.equal(
+        loaded.generate(ids, max_new_tokens=20), eager_compiled.generate(ids, max_new_tokens=20)
+    )
