@@ -189,7 +189,7 @@ class EvaluationInputError(EvaluationError, ValueError):
 
 
 class GenerationInputError(SmashError, ValueError):
-    """A generate() request the static-cache runtime cannot serve (too long, too many rows, unsupported option)."""
+    """A generate() request the static-cache runtime cannot serve (too long, too many rows, bad option)."""
 
 
 # --- Hub -------------------------------------------------------------------------------------------------
