@@ -10,12 +10,27 @@ the CLI can catch these errors without loading SQLAlchemy.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+
+
+def _rebuild(cls: type[CatalogueError], args: tuple[Any, ...], state: dict[str, Any]) -> CatalogueError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class CatalogueError(Exception):
-    """Root of every error raised by ``registry_db``."""
+    """Root of every error raised by ``registry_db``.
+
+    Picklable with its fields (multiprocessing and Ray send errors between processes; the default pickling
+    would call ``__init__`` with the message alone and fail in the receiving process).
+    """
 
     exit_code = 1
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 # --- configuration and connection -------------------------------------------------------------------------
