@@ -446,3 +446,23 @@ def flatten_efficiency(report: Mapping[str, Any]) -> dict[str, float]:
         if _number(value):
             flat[key] = float(value)
     return flat
+
+
+_HARDWARE_KEYS = ("processor", "cpu_count", "threads", "cuda", "platform", "omp_wait_policy")
+_VERSION_KEYS = ("smash", "torch", "transformers", "python")
+
+
+def measurements_from_report(report: Mapping[str, Any]) -> dict[str, Any]:
+    """CardInput's metrics, quality, hardware and versions from ``EvaluationReport.to_dict()``.
+
+    Plain-dict based, so the card does not depend on the evaluation classes; unknown or missing values are
+    left out rather than guessed.
+    """
+    environment = report.get("environment") or {}
+    quality = report.get("quality") or {}
+    return {
+        "metrics": {side: flatten_efficiency(report.get(side) or {}) for side in ("base", "smashed")},
+        "quality": {k: float(v) for k, v in quality.items() if k in QUALITY and _number(v)},
+        "hardware": {k: str(environment[k]) for k in _HARDWARE_KEYS if environment.get(k) is not None},
+        "versions": {k: str(environment[k]) for k in _VERSION_KEYS if environment.get(k) is not None},
+    }

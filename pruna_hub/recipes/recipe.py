@@ -80,6 +80,19 @@ class QualityGate:
                 reasons.append(f"{label} {value:.4g} is not {bound} {limit:.4g}")
         return reasons
 
+    def failures_from(self, quality: Mapping[str, Any]) -> list[str]:
+        """The same, from a quality report's dict (``QualityReport.to_dict()``: top1_agreement, kl_mean,
+        perplexity_base, perplexity_smashed)."""
+        base, smashed = quality.get("perplexity_base"), quality.get("perplexity_smashed")
+        ratio = (
+            smashed / base
+            if isinstance(base, int | float) and isinstance(smashed, int | float) and base
+            else None
+        )
+        return self.failures(
+            top1_agreement=quality.get("top1_agreement"), kl=quality.get("kl_mean"), perplexity_ratio=ratio
+        )
+
     def to_dict(self) -> dict[str, float]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 

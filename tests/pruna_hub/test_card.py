@@ -377,3 +377,43 @@ def test_card_snippet_of_the_cpu_llama_recipe_runs_in_a_fresh_process(
         )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith(PROMPT), done.stdout
+
+
+def test_card_from_a_real_evaluation_report(make_tiny_llama: Callable[..., torch.nn.Module]) -> None:
+    """The plain-data card input is filled from smash.evaluation's report dict; the recipe gate reads it."""
+    from pruna_hub.card import measurements_from_report
+    from pruna_hub.recipes import QualityGate
+    from smash.evaluation import Settings, evaluate
+
+    base = make_tiny_llama()
+    config = SmashConfig({"hqq": {"weight_bits": 2, "group_size": 64}})
+    smashed = smash(base, config)
+    settings = Settings(
+        prompt_lengths=(16,),
+        generation_lengths=(8,),
+        warmup_runs=0,
+        measured_runs=2,
+        quality_prompts=4,
+        quality_new_tokens=8,
+        use_chat_template=False,
+    )
+    report = evaluate(base, smashed, settings=settings).to_dict()
+    measured = measurements_from_report(report)
+    assert measured["versions"]["torch"] == torch.__version__ and measured["hardware"]["threads"]
+    assert measured["metrics"]["smashed"]["weight_bytes"] < measured["metrics"]["base"]["weight_bytes"]
+    assert 0.0 <= measured["quality"]["top1_agreement"] <= 1.0 and measured["quality"]["kl_mean"] > 0
+    data = make_input(
+        algorithms=applied_algorithms(config, smashed.order), smash_config_json=config.to_json()
+    )
+    card = render_card(dataclasses.replace(data, **measured))
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["top1_agreement"] == pytest.approx(measured["quality"]["top1_agreement"], abs=1e-6)
+    assert "| Weight bytes |" in card.text and "| Decode latency per token, mean |" in card.text
+    agreement, kl = measured["quality"]["top1_agreement"], measured["quality"]["kl_mean"]
+    assert QualityGate(min_top1_agreement=agreement, max_kl=kl * 2).failures_from(report["quality"]) == []
+    assert QualityGate(max_kl=kl / 2).failures_from(report["quality"]) == [
+        f"KL divergence {kl:.4g} is not <= {kl / 2:.4g}"
+    ]
+    assert QualityGate(max_perplexity_ratio=1.1).failures_from(report["quality"]) == [
+        "perplexity ratio was not measured (gate 1.1)"  # no evaluation text was given
+    ]
