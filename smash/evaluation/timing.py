@@ -96,7 +96,7 @@ class _TimingStreamer:
             return
         synchronize(self.device)
         self.stamps.append(time.perf_counter())
-        self.chunks.append(value.reshape(value.shape[0] if value.dim() > 1 else -1, -1))
+        self.chunks.append(value.reshape(value.shape[0], -1) if value.dim() else value.reshape(1, 1))
 
     def end(self) -> None:
         pass

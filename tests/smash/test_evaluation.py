@@ -55,6 +55,40 @@ def test_tiny_model_gives_a_complete_report(tiny_llama: torch.nn.Module, tmp_pat
     assert EvaluationReport.from_json(report.to_json()) == report
 
 
+def test_generate_path_times_the_models_own_generate(tiny_llama: torch.nn.Module) -> None:
+    settings = Settings(
+        prompt_lengths=(8,), generation_lengths=(5,), warmup_runs=0, measured_runs=2, decode_path="generate"
+    )
+    report = evaluate(tiny_llama, tiny_llama, settings=settings)
+    assert report.base.decode_path == "generate"
+    assert [len(r.step_latencies_s) for r in report.base.runs] == [4, 4]
+    assert report.base.decode_latency_s is not None and report.base.decode_latency_s.min > 0
+
+
+def test_loop_and_generate_produce_the_same_greedy_tokens(tiny_llama: torch.nn.Module) -> None:
+    from smash.evaluation.timing import generate_run, greedy_loop
+
+    ids = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(1))
+    loop = greedy_loop(tiny_llama, ids, 6, torch.device("cpu"))
+    generated = generate_run(tiny_llama, ids, 6, torch.device("cpu"))
+    assert loop.tokens.shape == (2, 6) and torch.equal(loop.tokens, generated.tokens)
+    assert len(loop.step_latencies_s) == len(generated.step_latencies_s) == 5
+
+
+def test_runtime_path_decodes_what_the_plain_loop_decodes(tiny_llama: torch.nn.Module) -> None:
+    if "static_cache" not in registry:
+        pytest.skip("static_cache is not registered yet (helper H2's algorithm)")
+    from smash.evaluation.timing import greedy_loop, runtime_run
+
+    smashed = smash(tiny_llama, {"static_cache": {"max_cache_len": 32, "prefill_chunk": 8}})
+    ids = torch.randint(0, 256, (1, 11), generator=torch.Generator().manual_seed(2))
+    expected = greedy_loop(tiny_llama, ids, 9, torch.device("cpu"))
+    timed = runtime_run(smashed, ids, 9, torch.device("cpu"))
+    assert torch.equal(timed.tokens, expected.tokens) and len(timed.step_latencies_s) == 8
+    with pytest.raises(EvaluationInputError, match="max_cache_len 32"):
+        runtime_run(smashed, ids, 30, torch.device("cpu"))
+
+
 def test_model_against_itself_has_zero_kl_and_full_agreement(
     make_tiny_llama: Callable[..., torch.nn.Module],
 ) -> None:
