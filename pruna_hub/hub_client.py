@@ -28,6 +28,7 @@ from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
+    LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -75,8 +76,37 @@ def _retry_after(response: Any) -> float | None:
         return None
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and its causes: huggingface_hub wraps some failures (``RuntimeError`` around an LFS upload
+    error, ``LocalEntryNotFoundError`` around a failed HEAD, ``ValueError`` around a forced download)."""
+    links: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in links and len(links) < 16:
+        links.append(current)
+        current = current.__cause__ or current.__context__
+    return links
+
+
 def translate(error: BaseException, *, operation: str, repo_id: str | None) -> HubError | None:
     """The outcome for a failed Hub call; ``None`` for an error that is not about the Hub (a bug)."""
+    links = _chain(error)
+    for link in links:
+        if isinstance(link, LocalEntryNotFoundError):
+            continue  # only says "not in the cache either"; the Hub's reason, if any, is further down
+        found = _translate_one(link, operation, repo_id)
+        if found is not None:
+            return found
+    if any(isinstance(link, LocalEntryNotFoundError) for link in links):
+        return HubTransientError(
+            operation,
+            repo_id,
+            "the Hub could not be reached and nothing is cached",
+            "Retry when the Hub answers.",
+        )
+    return None
+
+
+def _translate_one(error: BaseException, operation: str, repo_id: str | None) -> HubError | None:
     if isinstance(error, GatedRepoError):  # subclass of RepositoryNotFoundError: must come first
         return HubGatedError(
             operation, repo_id, "the repo is gated", "Request access with this token's user."

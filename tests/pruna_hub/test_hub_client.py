@@ -23,7 +23,10 @@ from pruna_hub.hub_client import HubClient, RetryPolicy
 from pruna_hub.hubstore import LocalHub, Principal
 
 TOKEN = "tok-pruna"
-CARD = "---\nlicense: llama3.2\nlibrary_name: transformers\npipeline_tag: text-generation\ntags: [x]\n---\n# base\n"
+CARD = (
+    "---\nlicense: llama3.2\nlibrary_name: transformers\npipeline_tag: text-generation\n"
+    "tags: [x]\n---\n# base\n"
+)
 
 
 @pytest.fixture
@@ -248,3 +251,27 @@ def test_retry_after_beyond_the_budget_is_rate_limited(
         client.publish_folder("PrunaAI/x", Path("."), tag="t", commit_message="m")
     assert e.value.retry_after == 3600 and e.value.outcome == "rate_limited" and sleeps == []
     assert isinstance(e.value, HubError) and e.value.retryable
+
+
+PERSISTENT = [(call, op) for call, (_, ops) in CALLS.items() for op in ops]
+
+
+@pytest.mark.parametrize(("call", "operation"), PERSISTENT, ids=[f"{c}-{o}" for c, o in PERSISTENT])
+@pytest.mark.parametrize(("status", "outcome"), [(503, HubTransientError), (429, HubRateLimitedError)])
+def test_persistent_fault_surfaces_as_its_outcome(
+    call: str,
+    operation: str,
+    status: int,
+    outcome: type[HubError],
+    client: HubClient,
+    hub: LocalHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the retry budget (huggingface_hub's and the adapter's), the outcome is typed, never a crash."""
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    seed(client, "meta/base")
+    hub.faults.add(operation, status, times=10_000, retry_after=1)
+    with pytest.raises(outcome) as e:
+        CALLS[call][0](client, tmp_path)
+    assert e.value.retryable
