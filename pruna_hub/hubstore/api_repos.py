@@ -198,6 +198,8 @@ def settings(app: HubApp, req: Request, who: Principal | None, ns: str, name: st
     changes: dict[str, Any] = {}
     if "private" in data:
         changes["private"] = bool(data["private"])
+    if "visibility" in data:  # what huggingface_hub 2.x sends
+        changes["private"] = data["visibility"] in ("private", "protected")
     if "gated" in data:
         if data["gated"] not in (False, "auto", "manual"):
             raise StoreError(400, None, "gated must be false, 'auto' or 'manual'")

@@ -3,7 +3,8 @@
 Operation names (what ``LocalHub.calls`` records and ``Faults.add`` takes): ``whoami``, ``list_models``,
 ``model_info``, ``tree``, ``resolve`` (HEAD and GET of a file), ``create_repo``, ``delete_repo``,
 ``settings``, ``validate_yaml``, ``preupload``, ``lfs_batch``, ``lfs_upload``, ``lfs_verify``, ``commit``,
-``tag``, ``delete_tag``, ``branch``, ``delete_branch``, ``refs``, ``commits``.
+``tag``, ``delete_tag``, ``branch``, ``delete_branch``, ``refs``, ``commits``, ``agent_harnesses`` (a registry
+the client fetches once a day); ``unknown`` for a request no route matches (answered 404).
 
 A status fault answers instead of the real handler (nothing changes in the store). A ``truncate`` fault runs
 the real handler and cuts its body in half while keeping the full ``Content-Length``: over a socket the

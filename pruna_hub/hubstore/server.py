@@ -160,7 +160,9 @@ class LocalHub:
         server = make_server(
             host, port, self.app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
         )
-        thread = threading.Thread(target=server.serve_forever, name="pruna-hub-store", daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="pruna-hub-store", daemon=True
+        )
         thread.start()
         try:
             yield f"http://{host}:{server.server_address[1]}"

@@ -20,7 +20,7 @@ from pruna_hub.errors import (
     HubTransientError,
 )
 from pruna_hub.hub_client import HubClient, RetryPolicy
-from pruna_hub.hubstore import LocalHub, Principal
+from pruna_hub.hubstore import LocalHub, Principal, point_client_at
 
 TOKEN = "tok-pruna"
 CARD = (
@@ -275,3 +275,25 @@ def test_persistent_fault_surfaces_as_its_outcome(
     with pytest.raises(outcome) as e:
         CALLS[call][0](client, tmp_path)
     assert e.value.retryable
+
+
+def test_faults_over_a_real_socket(
+    tmp_path: Path, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body cut short on the wire is a dropped connection to the client: retried like in-process."""
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    store = LocalHub(
+        tmp_path / "store", tokens={TOKEN: Principal("pruna", orgs=("meta",))}, lfs_threshold=2048
+    )
+    with store.serve() as endpoint, point_client_at(endpoint, cache_dir=str(tmp_path / "cache")):
+        client = HubClient(endpoint=endpoint, token=TOKEN, retry=RetryPolicy(sleep=sleeps.append))
+        sha = seed(client, "meta/base")
+        store.faults.truncate("model_info")
+        store.faults.add("model_info", 503)
+        assert client.model_info("meta/base").sha is not None
+        assert sleeps == [1.0, 2.0]
+        store.faults.truncate("resolve", method="GET")
+        store.faults.truncate("list_models")
+        assert (client.download("meta/base", revision=sha) / "README.md").read_text() == CARD
+        assert [m.id for m in client.list_new_models(authors=["meta"])] == ["meta/base"]
+        assert store.faults.pending == 0

@@ -305,3 +305,13 @@ def test_cli_rejects_a_malformed_token() -> None:
 
     result = CliRunner().invoke(cli, ["hub", "serve", "--root", "x", "--token", "no-user"])
     assert result.exit_code == 2 and "TOKEN:USER" in result.output
+
+
+def test_settings_through_the_client(store: tuple[LocalHub, HfApi]) -> None:
+    hub, api = store
+    api.create_repo("PrunaAI/settings")
+    api.update_repo_settings("PrunaAI/settings", gated="manual", private=True)
+    meta = hub.storage.meta("PrunaAI/settings")
+    assert meta.gated == "manual" and meta.private is True
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi(endpoint=api.endpoint, token=READER).model_info("PrunaAI/settings")
