@@ -160,6 +160,8 @@ class Storage:
     # --- blobs ------------------------------------------------------------------------------------
 
     def blob_path(self, sha256: str) -> Path:
+        if not _SHA256.match(sha256):  # oids come from requests: never let one walk out of blobs/
+            raise StoreError(400, None, f"invalid LFS oid {sha256!r}: expected 64 lowercase hex digits")
         return self.root / "blobs" / sha256[:2] / sha256[2:]
 
     def has_blob(self, sha256: str, size: int | None = None) -> bool:
@@ -178,14 +180,17 @@ class Storage:
             raise StoreError(400, None, f"invalid LFS oid {sha256!r}")
         digest, written = hashlib.sha256(), 0
         fd, tmp = tempfile.mkstemp(dir=self.root / "blobs", prefix=".upload-")
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                digest.update(chunk)
-                written += len(chunk)
-                f.write(chunk)
-        if digest.hexdigest() != sha256 or written != size:
-            os.unlink(tmp)
-            raise StoreError(400, None, f"uploaded object does not match oid {sha256} and size {size}")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    written += len(chunk)
+                    f.write(chunk)
+            if digest.hexdigest() != sha256 or written != size:
+                raise StoreError(400, None, f"uploaded object does not match oid {sha256} and size {size}")
+        except BaseException:
+            os.unlink(tmp)  # a dropped upload leaves nothing behind
+            raise
         self._store_tmp(tmp, sha256)
 
     def _tmp_with(self, data: bytes) -> str:

@@ -315,3 +315,63 @@ def test_settings_through_the_client(store: tuple[LocalHub, HfApi]) -> None:
     assert meta.gated == "manual" and meta.private is True
     with pytest.raises(RepositoryNotFoundError):
         HfApi(endpoint=api.endpoint, token=READER).model_info("PrunaAI/settings")
+
+
+def test_hostile_requests_are_refused(tmp_path: Path) -> None:
+    """Raw HTTP that no honest client sends: traversal, forged uploads, unsigned URLs, garbage commits."""
+    hub = LocalHub(tmp_path / "store", tokens={WRITE: Principal("pruna", orgs=("PrunaAI",))})
+    auth = {"Authorization": f"Bearer {WRITE}"}
+    with httpx2.Client(transport=httpx2.WSGITransport(app=hub.app), base_url="http://hub.local") as http:
+        assert (
+            http.post(
+                "/api/repos/create", json={"name": "..", "organization": "PrunaAI"}, headers=auth
+            ).status_code
+            == 400
+        )
+        assert (
+            http.post(
+                "/api/repos/create", json={"name": "ok", "organization": "PrunaAI"}, headers=auth
+            ).status_code
+            == 200
+        )
+        batch = http.post(
+            "/PrunaAI/ok.git/info/lfs/objects/batch",
+            headers=auth,
+            json={"operation": "upload", "objects": [{"oid": "../../../etc/passwd", "size": 1}]},
+        )
+        assert batch.status_code == 400
+        oid = "a" * 64
+        batch = http.post(
+            "/PrunaAI/ok.git/info/lfs/objects/batch",
+            headers=auth,
+            json={"operation": "upload", "objects": [{"oid": oid, "size": 3}]},
+        )
+        href = batch.json()["objects"][0]["actions"]["upload"]["href"]
+        assert http.put(href, content=b"abc").status_code == 400  # content does not hash to the oid
+        assert http.put(href.replace("sig=", "sig=0"), content=b"abc").status_code == 403
+        assert not hub.storage.has_blob(oid)
+        assert not list((hub.storage.root / "blobs").glob(".upload-*"))  # nothing left behind
+        header = b'{"key": "header", "value": {"summary": "x"}}\n'
+        escape = b'{"key": "file", "value": {"path": "../escape", "content": "eA==", "encoding": "base64"}}\n'
+        assert (
+            http.post("/api/models/PrunaAI/ok/commit/main", content=header + escape, headers=auth).status_code
+            == 400
+        )
+        missing = (
+            b'{"key": "lfsFile", "value": {"path": "w", "algo": "sha256", "oid": "'
+            + oid.encode()
+            + b'", "size": 3}}\n'
+        )
+        assert (
+            http.post(
+                "/api/models/PrunaAI/ok/commit/main", content=header + missing, headers=auth
+            ).status_code
+            == 422
+        )
+        assert (
+            http.post("/api/models/PrunaAI/ok/commit/main", content=b"not json", headers=auth).status_code
+            == 400
+        )
+        assert http.post("/api/repos/create", json={"name": "x"}).status_code == 401
+        assert http.get("/api/models/PrunaAI/ok", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert [f for f in hub.storage.resolve("PrunaAI/ok", "main").files] == [".gitattributes"]
