@@ -222,7 +222,6 @@ def _try_claim(
             started_at=now,
             updated_at=now,
         )
-        .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
@@ -308,7 +307,6 @@ def expire_leases(
             last_error_message="the worker's lease expired on the last allowed attempt (worker died?)",
             **_finish_values(JobState.FAILED, now),
         )
-        .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
     return int(failed)
 
@@ -351,7 +349,6 @@ def _set_leased(session: Session, lease: Lease, **values: object) -> None:
             Job.state.in_(_LEASED),
         )
         .values(**values)
-        .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise LeaseLostError(lease.job_id, lease.owner, lease.attempt)
@@ -361,10 +358,7 @@ def _set_unleased(
     session: Session, job_id: int, from_states: Iterable[JobState], action: str, **values: object
 ) -> None:
     result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state.in_([s.value for s in from_states]))
-        .values(**values)
-        .execution_options(synchronize_session=False)
+        update(Job).where(Job.id == job_id, Job.state.in_([s.value for s in from_states])).values(**values)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise JobStateError(job_id, get_job(session, job_id).state, action)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,7 +88,9 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return config
 
 
+@functools.cache
 def script_directory() -> ScriptDirectory:
+    """The shipped scripts, parsed once per process (they cannot change under a running program)."""
     return ScriptDirectory.from_config(alembic_config())
 
 

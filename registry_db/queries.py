@@ -306,6 +306,7 @@ def show_artifact(
     """Everything about a published repo's newest commit (or ``commit_sha``): base, recipe and its config,
     job, files, lineage, benchmark runs with metrics, and the repo's other commits."""
     query = select(Artifact).where(Artifact.namespace == namespace, Artifact.repo_id == repo_id)
+    query = query.execution_options(populate_existing=True)
     if commit_sha:
         query = query.where(Artifact.commit_sha.startswith(commit_sha))
     artifacts = list(session.scalars(query.order_by(Artifact.created_at.desc(), Artifact.id.desc())))

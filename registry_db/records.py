@@ -248,7 +248,6 @@ def _attach_runs(session: Session, artifact_id: int, job_id: int | None) -> None
             update(BenchmarkRun)
             .where(BenchmarkRun.job_id == job_id, BenchmarkRun.artifact_id.is_(None))
             .values(artifact_id=artifact_id)
-            .execution_options(synchronize_session=False)
         )
     pointers: dict[str, int] = {}
     for subject, column in ((Subject.SMASHED, "smashed_run_id"), (Subject.BASE, "base_run_id")):
@@ -261,12 +260,7 @@ def _attach_runs(session: Session, artifact_id: int, job_id: int | None) -> None
         if newest is not None:
             pointers[column] = newest
     if pointers:
-        session.execute(
-            update(Artifact)
-            .where(Artifact.id == artifact_id)
-            .values(**pointers)
-            .execution_options(synchronize_session=False)
-        )
+        session.execute(update(Artifact).where(Artifact.id == artifact_id).values(**pointers))
 
 
 def _artifact_of_job(session: Session, job_id: int | None) -> int | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -108,11 +109,24 @@ def namespace() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite catalogue migrated to head once per session; tests get copies (migrating costs ~0.5 s)."""
+    from registry_db.session import Catalogue
+
+    path = tmp_path_factory.mktemp("template") / "catalogue.db"
+    with Catalogue.open(sqlite_url(path)) as catalogue, catalogue.engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
 @pytest.fixture
 def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """A catalogue URL for this test: a fresh SQLite file, or the session's PostgreSQL database."""
+    """A catalogue URL for this test: a fresh SQLite file at head, or the session's PostgreSQL database."""
     if backend == "sqlite":
-        return sqlite_url(tmp_path / "catalogue.db")
+        path = tmp_path / "catalogue.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return sqlite_url(path)
     url: str = request.getfixturevalue("pg_database")
     return url
 

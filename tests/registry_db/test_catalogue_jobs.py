@@ -250,11 +250,13 @@ def _race(catalogue: Catalogue, url: str, workers: int, jobs: int) -> None:
     assert Counter(rows) == Counter({("published", 1): jobs})
 
 
+@pytest.mark.slow  # several processes; ~10 s on a loaded 2-core machine
 @pytest.mark.parametrize("backend", ["postgresql"])
 def test_four_postgres_workers_claim_200_jobs_exactly_once(catalogue: Catalogue, db_url: str) -> None:
     _race(catalogue, db_url, workers=4, jobs=200)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_two_sqlite_workers_claim_200_jobs_exactly_once(catalogue: Catalogue, db_url: str) -> None:
     _race(catalogue, db_url, workers=2, jobs=200)
