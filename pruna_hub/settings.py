@@ -20,6 +20,7 @@ Precedence (highest first): command-line flags, environment variables, the confi
 | max_attempts | ``PRUNA_HUB_MAX_ATTEMPTS`` | 3 |
 | max_parameters | ``PRUNA_HUB_MAX_PARAMETERS`` | 8e9 |
 | retry_base_seconds | ``PRUNA_HUB_RETRY_BASE_SECONDS`` | 30 (doubled per attempt for transient Hub errors) |
+| lease_seconds | ``PRUNA_HUB_LEASE_SECONDS`` | 600 (a dead worker's job is taken over after this; renewed every third) |
 | namespace | ``PRUNA_HUB_NAMESPACE`` | ``default`` (the catalogue partition of one organization) |
 """
 
@@ -63,6 +64,7 @@ class Settings:
     max_parameters: int = 8_000_000_000
     namespace: str = "default"
     retry_base_seconds: float = 30.0
+    lease_seconds: float = 600.0
 
     def resolved_work_dir(self) -> Path:
         return self.work_dir or data_dir() / "work"
@@ -92,6 +94,7 @@ _ENV = {
     "max_parameters": "PRUNA_HUB_MAX_PARAMETERS",
     "namespace": "PRUNA_HUB_NAMESPACE",
     "retry_base_seconds": "PRUNA_HUB_RETRY_BASE_SECONDS",
+    "lease_seconds": "PRUNA_HUB_LEASE_SECONDS",
 }
 
 
@@ -103,7 +106,7 @@ def _coerce(name: str, value: Any) -> Any:
             if number < 1:
                 raise ValueError("must be >= 1")
             return number
-        if name == "retry_base_seconds":
+        if name in ("retry_base_seconds", "lease_seconds"):
             seconds = float(value)
             if seconds < 0:
                 raise ValueError("must be >= 0")

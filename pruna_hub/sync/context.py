@@ -8,9 +8,10 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from pruna_hub.hub_client import HubClient
+from pruna_hub.hub_client import HubClient, RetryPolicy
 from pruna_hub.recipes import RecipeBook, load_recipes
 from pruna_hub.settings import Settings
 
@@ -38,13 +39,23 @@ class SyncContext:
     report: Callable[[str], None] = stderr_reporter
 
     @classmethod
-    def open(cls, settings: Settings, *, report: Callable[[str], None] = stderr_reporter) -> SyncContext:
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        report: Callable[[str], None] = stderr_reporter,
+        retry: RetryPolicy | None = None,
+    ) -> SyncContext:
         from registry_db import Catalogue
 
-        hub = HubClient(endpoint=settings.hub_endpoint, token=settings.token)
+        hub = HubClient(endpoint=settings.hub_endpoint, token=settings.token, retry=retry)
         book = load_recipes(settings.recipe_dirs)
         catalogue = Catalogue.open(settings.database_url, namespace=settings.namespace)
         return cls(settings, hub, catalogue, book, settings.resolved_device(), report=report)
+
+    @property
+    def lease_for(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_seconds)
 
     def close(self) -> None:
         self.catalogue.dispose()

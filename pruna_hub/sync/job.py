@@ -120,7 +120,7 @@ def run_job(ctx: SyncContext, lease: Lease) -> JobOutcome:
             plan.recipe.name,
         )
         outcome.target_repo_id = plan.target_repo_id
-        with Heartbeat(ctx.catalogue, lease) as heartbeat:
+        with Heartbeat(ctx.catalogue, lease, lease_for=ctx.lease_for) as heartbeat:
             _execute(ctx, plan, heartbeat, outcome)
     except LeaseLostError as e:
         outcome.state, outcome.error = "lease_lost", str(e)

@@ -42,7 +42,9 @@ def work(
     outcomes: list[JobOutcome] = []
     while (max_jobs is None or len(outcomes) < max_jobs) and not should_stop():
         with ctx.catalogue.session() as session:
-            lease = claim_next_job(session, ctx.owner, namespace=ctx.catalogue.namespace)
+            lease = claim_next_job(
+                session, ctx.owner, namespace=ctx.catalogue.namespace, lease_for=ctx.lease_for
+            )
         if lease is None:
             break
         ctx.report(f"job {lease.job_id}: claimed (attempt {lease.attempt})")

@@ -1,0 +1,252 @@
+"""The sync service end to end: the local store through the real huggingface_hub client, a real catalogue
+(SQLite and PostgreSQL), real tiny transformers models smashed with real hqq."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from huggingface_hub import HfApi, ModelCard
+from sync_support import card, publish_base, write_recipe
+
+from pruna_hub.card import extract_snippet
+from pruna_hub.hub_client import RetryPolicy
+from pruna_hub.hubstore import LocalHub, Principal
+from pruna_hub.settings import load_settings
+from pruna_hub.sync.context import SyncContext
+from pruna_hub.sync.service import sync_once
+from registry_db.models import Job
+from registry_db.queries import show_artifact
+
+TARGET = "PrunaAI/tiny-llama-smashed-test"
+PRUNA = "hf_pruna_write"  # the service's token
+ACME = "hf_acme_write"  # the base models' author
+
+
+def acme() -> HfApi:
+    return HfApi(token=ACME)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[tuple[LocalHub, str]]:
+    hub = LocalHub(tmp_path / "hub", tokens={PRUNA: Principal("pruna", orgs=("PrunaAI",)), ACME: "acme"})
+    with hub.install() as endpoint:
+        yield hub, endpoint
+
+
+@pytest.fixture
+def make_ctx(
+    store: tuple[LocalHub, str],
+    tmp_path: Path,
+    db_url: str,
+    namespace: str,
+) -> Iterator[Any]:
+    contexts: list[SyncContext] = []
+
+    def make(recipe_dir: Path | None = None, **flags: Any) -> SyncContext:
+        settings = load_settings(
+            {
+                "hub_endpoint": store[1],
+                "recipe_dirs": [recipe_dir or write_recipe(tmp_path / "recipes")],
+                "database_url": db_url,
+                "namespace": namespace,
+                "work_dir": str(tmp_path / "work"),
+                "device": "cpu",
+                "retry_base_seconds": 0,
+                "token": PRUNA,
+                **flags,
+            },
+            environ={},
+        )
+        ctx = SyncContext.open(settings, report=lambda message: None, retry=RetryPolicy(sleep=lambda s: None))
+        contexts.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in contexts:
+        ctx.close()
+
+
+def _job_states(ctx: SyncContext) -> list[str]:
+    with ctx.catalogue.read_session() as session:
+        return [j.state for j in session.query(Job).filter(Job.namespace == ctx.catalogue.namespace)]
+
+
+def test_sync_publishes_a_verified_artifact_with_a_card_and_is_idempotent(
+    make_ctx: Any, tmp_path: Path
+) -> None:
+    api = acme()
+    revision = publish_base(api, "acme/tiny-llama", tmp_path / "base")
+    ctx = make_ctx()
+
+    summary = sync_once(ctx)
+
+    assert [(d.repo_id, d.action) for d in summary.decisions] == [("acme/tiny-llama", "queued")]
+    [outcome] = summary.outcomes
+    assert outcome.state == "published", outcome.error
+    assert outcome.metrics["top1_agreement"] >= 0.8
+    files = set(api.list_repo_files(TARGET))
+    assert {"README.md", "smash_config.json", "model.safetensors", "config.json", "benchmark.json"} <= files
+    assert "benchmark.png" in files
+    refs = api.list_repo_refs(TARGET)
+    assert [t.name for t in refs.tags] == [f"base-{revision}"]
+    assert refs.tags[0].target_commit == outcome.commit_sha
+
+    with ctx.catalogue.read_session() as session:
+        entry = show_artifact(session, TARGET, namespace=ctx.catalogue.namespace)
+    assert entry["artifact"]["verified"] is True
+    assert entry["base"]["license"] == "mit"
+    assert entry["job"]["state"] == "published"
+    assert {run["subject"] for run in entry["benchmark_runs"]} == {"base", "smashed"}
+    assert entry["lineage"][0]["relation"] == "quantized"
+
+    commits_before = len(api.list_repo_commits(TARGET))
+    again = sync_once(ctx)
+    assert [d.action for d in again.decisions] == ["seen"]
+    assert again.outcomes == []
+    assert len(api.list_repo_commits(TARGET)) == commits_before
+
+
+def test_the_published_card_carries_the_base_metadata_and_its_snippet_runs(
+    make_ctx: Any, tmp_path: Path
+) -> None:
+    api = acme()
+    publish_base(api, "acme/tiny-llama", tmp_path / "base", card_text=card("apache-2.0", tags=["chat"]))
+    [outcome] = sync_once(make_ctx()).outcomes
+    assert outcome.state == "published", outcome.error
+
+    loaded = ModelCard.load(TARGET)
+    header = yaml.safe_load(str(loaded).split("---")[1])
+    assert header["base_model"] == "acme/tiny-llama"
+    assert header["base_model_relation"] == "quantized"
+    assert header["license"] == "apache-2.0"
+    assert header["pipeline_tag"] == "text-generation"
+    assert "chat" in header["tags"] and "hqq" in header["tags"]
+    assert "library_name" in header
+    snippet = extract_snippet(str(loaded))
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet, "card-snippet", "exec"), namespace)  # the snippet loads the repo from the store
+    assert "model" in namespace
+
+
+def test_a_new_base_revision_publishes_again_in_the_same_repo(make_ctx: Any, tmp_path: Path) -> None:
+    api = acme()
+    first = publish_base(api, "acme/tiny-llama", tmp_path / "base")
+    ctx = make_ctx()
+    assert sync_once(ctx).outcomes[0].state == "published"
+    second = publish_base(api, "acme/tiny-llama", tmp_path / "base2", seed=1)
+
+    summary = sync_once(ctx)
+
+    assert [(d.revision, d.action) for d in summary.decisions] == [(second, "queued")]
+    assert summary.outcomes[0].state == "published"
+    tags = {t.name: t.target_commit for t in api.list_repo_refs(TARGET).tags}
+    assert set(tags) == {f"base-{first}", f"base-{second}"}
+    assert len(set(tags.values())) == 2
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ({"config_extra": {"auto_map": {"AutoModelForCausalLM": "evil.Model"}}}, "remote_code"),
+        ({"extra_files": {"modeling_evil.py": "import os\n"}}, "remote_code"),
+        ({"pickle_only": True}, "no_safetensors"),
+        ({"card_text": card(base_model="x/y", base_model_relation="quantized")}, "derived"),
+        ({"config_extra": {"architectures": ["OPTForCausalLM"], "model_type": "opt"}}, "no_recipe"),
+    ],
+)
+def test_each_skip_reason_is_recorded(
+    make_ctx: Any, tmp_path: Path, setup: dict[str, Any], reason: str
+) -> None:
+    publish_base(acme(), "acme/candidate", tmp_path / "base", **setup)
+    ctx = make_ctx()
+
+    [decision] = sync_once(ctx).decisions
+
+    assert (decision.action, decision.reason) == ("skipped", reason)
+    assert not HfApi().repo_exists("PrunaAI/candidate-smashed-test")
+    if decision.job_id is not None:
+        assert _job_states(ctx) == ["skipped"]
+
+
+def test_gated_and_too_large_models_are_skipped(
+    make_ctx: Any, store: tuple[LocalHub, str], tmp_path: Path
+) -> None:
+    api = acme()
+    publish_base(api, "acme/gated", tmp_path / "gated")
+    store[0].storage.update_repo("acme/gated", gated="auto")
+    publish_base(api, "acme/big", tmp_path / "big")
+    ctx = make_ctx(write_recipe(tmp_path / "small-budget", budget=1000))
+
+    decisions = {d.repo_id: d for d in sync_once(ctx).decisions}
+
+    assert decisions["acme/gated"].reason == "gated"
+    assert decisions["acme/big"].reason == "too_large"
+    assert "token" not in (decisions["acme/gated"].detail or "").replace("configured token", "")
+
+
+def test_a_gated_model_is_smashed_once_the_token_is_granted(
+    make_ctx: Any, store: tuple[LocalHub, str], tmp_path: Path
+) -> None:
+    publish_base(acme(), "acme/tiny-llama", tmp_path / "gated")
+    store[0].storage.update_repo("acme/tiny-llama", gated="manual", grants=("pruna",))
+
+    [outcome] = sync_once(make_ctx()).outcomes
+
+    assert outcome.state == "published", outcome.error
+
+
+def test_the_quality_gate_blocks_a_bad_recipe_and_records_its_numbers(make_ctx: Any, tmp_path: Path) -> None:
+    publish_base(acme(), "acme/tiny-llama", tmp_path / "base")
+    ctx = make_ctx(write_recipe(tmp_path / "harsh", bits=2, gate=0.999))
+
+    [outcome] = sync_once(ctx).outcomes
+
+    assert outcome.state == "failed"
+    assert "QualityGateError" in (outcome.error or "")
+    assert outcome.metrics["top1_agreement"] < 0.999
+    assert not HfApi().repo_exists(TARGET)
+    with ctx.catalogue.read_session() as session:
+        job = session.query(Job).filter(Job.namespace == ctx.catalogue.namespace).one()
+        assert job.last_error_type == "QualityGateError"
+        assert job.attempts == 1
+
+
+def test_transient_hub_errors_are_retried_within_the_budget_then_fail_the_job(
+    make_ctx: Any, store: tuple[LocalHub, str], tmp_path: Path
+) -> None:
+    hub, _ = store
+    ctx = make_ctx()
+    publish_base(acme(), "acme/tiny-llama", tmp_path / "a")
+    hub.faults.add("commit", 503, times=2)  # absorbed by the client adapter's own retries
+    assert [o.state for o in sync_once(ctx).outcomes] == ["published"]
+
+    publish_base(acme(), "acme/second-llama", tmp_path / "b")
+    hub.faults.add("commit", 503, times=5)  # outlasts one attempt's retries: the job is queued again
+    assert [o.state for o in sync_once(ctx).outcomes] == ["queued", "published"]
+
+    publish_base(acme(), "acme/third-llama", tmp_path / "c")
+    hub.faults.add("commit", 503, times=1000)  # never recovers: the attempt budget (3) runs out
+    outcomes = sync_once(ctx).outcomes
+    assert [o.state for o in outcomes] == ["queued", "queued", "failed"]
+    assert "HubTransientError" in (outcomes[-1].error or "")
+    hub.faults.clear()
+    assert not acme().list_repo_refs("PrunaAI/third-llama-smashed-test").tags
+    with ctx.catalogue.read_session() as session:
+        job = session.query(Job).filter(Job.namespace == ctx.catalogue.namespace, Job.state == "failed").one()
+        assert (job.attempts, job.last_error_type) == (3, "HubTransientError")
+
+
+def test_dry_run_changes_nothing(make_ctx: Any, tmp_path: Path) -> None:
+    publish_base(acme(), "acme/tiny-llama", tmp_path / "base")
+    ctx = make_ctx()
+
+    summary = sync_once(ctx, dry_run=True)
+
+    assert [d.action for d in summary.decisions] == ["would_queue"]
+    assert TARGET in (summary.decisions[0].detail or "")
+    assert _job_states(ctx) == []
+    assert not HfApi().repo_exists(TARGET)
