@@ -26,11 +26,12 @@ from pruna_hub.hubstore.storage import Storage
 IN_PROCESS_ENDPOINT = "http://hub.local"
 
 
-def _checked_transport(app: Any) -> Any:
+def _checked_transport(app: Any, host: str) -> Any:
     """A WSGITransport that, like a socket client, fails a body shorter than its Content-Length.
 
     Without it an in-process truncated body would look complete, so the client could not react the way it
-    does over a socket (resume with Range, or raise ``httpx2.RemoteProtocolError``).
+    does over a socket (resume with Range, or raise ``httpx2.RemoteProtocolError``). Requests for any other
+    host fail to connect, as they would offline, instead of silently reaching the store.
     """
     import httpx2
 
@@ -54,6 +55,8 @@ def _checked_transport(app: Any) -> Any:
 
     class _Transport(httpx2.WSGITransport):
         def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+            if request.url.host != host:
+                raise httpx2.ConnectError(f"in-process Hub store serves {host} only, not {request.url.host}")
             response = super().handle_request(request)
             length = response.headers.get("Content-Length")
             if request.method == "HEAD" or length is None:
@@ -78,17 +81,25 @@ class _QuietHandler(WSGIRequestHandler):
 def point_client_at(
     endpoint: str, *, transport_app: Any = None, cache_dir: str | None = None
 ) -> Iterator[str]:
-    """Make huggingface_hub in this process talk to ``endpoint`` (through ``transport_app`` if given)."""
+    """Make huggingface_hub in this process talk to ``endpoint`` (through ``transport_app`` if given).
+
+    Patches ``huggingface_hub.constants`` (ENDPOINT, the resolve URL template, HF_HUB_DISABLE_XET, and
+    HF_HUB_CACHE when ``cache_dir`` is given), the default ``HfApi`` behind the top-level functions
+    (``upload_file``, ``ModelCard.push_to_hub``...) and the client factory; all restored on exit. An
+    ``HfApi`` created inside the block uses the endpoint; one created before keeps its own.
+    """
     import httpx2
-    from huggingface_hub import constants
+    from huggingface_hub import constants, hf_api
     from huggingface_hub.utils import _http
 
     names = ("ENDPOINT", "HUGGINGFACE_CO_URL_TEMPLATE", "HF_HUB_DISABLE_XET", "HF_HUB_CACHE")
     saved = {name: getattr(constants, name) for name in names}
+    saved_default_endpoint = hf_api.api.endpoint  # behind the top-level upload_file, create_commit, ...
     saved_factory = _http._GLOBAL_CLIENT_FACTORY
     saved_env = os.environ.get("HF_HUB_DISABLE_XET")
     constants.ENDPOINT = endpoint.rstrip("/")
     constants.HUGGINGFACE_CO_URL_TEMPLATE = constants.ENDPOINT + "/{repo_id}/resolve/{revision}/{filename}"
+    hf_api.api.endpoint = constants.ENDPOINT
     constants.HF_HUB_DISABLE_XET = True
     os.environ["HF_HUB_DISABLE_XET"] = "1"
     if cache_dir is not None:
@@ -96,7 +107,7 @@ def point_client_at(
     if transport_app is not None:
         _http.set_client_factory(
             lambda: httpx2.Client(
-                transport=_checked_transport(transport_app),
+                transport=_checked_transport(transport_app, httpx2.URL(constants.ENDPOINT).host),
                 event_hooks={"request": [_http.hf_request_event_hook]},
                 follow_redirects=True,
             )
@@ -108,6 +119,7 @@ def point_client_at(
     finally:
         for name, value in saved.items():
             setattr(constants, name, value)
+        hf_api.api.endpoint = saved_default_endpoint
         _http.set_client_factory(saved_factory)
         if saved_env is None:
             os.environ.pop("HF_HUB_DISABLE_XET", None)

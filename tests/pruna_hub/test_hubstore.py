@@ -16,6 +16,7 @@ import pytest
 from huggingface_hub import (
     CommitOperationAdd,
     HfApi,
+    ModelCard,
     constants,
     get_hf_file_metadata,
     hf_hub_download,
@@ -375,3 +376,19 @@ def test_hostile_requests_are_refused(tmp_path: Path) -> None:
         assert http.post("/api/repos/create", json={"name": "x"}).status_code == 401
         assert http.get("/api/models/PrunaAI/ok", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert [f for f in hub.storage.resolve("PrunaAI/ok", "main").files] == [".gitattributes"]
+
+
+def test_delete_repo_and_model_card(store: tuple[LocalHub, HfApi]) -> None:
+    _, api = store
+    api.create_repo("PrunaAI/card")
+    card = ModelCard("---\nlicense: apache-2.0\nbase_model: meta/base\n---\n# Card\n")
+    card.push_to_hub("PrunaAI/card", token=WRITE)  # validate-yaml, then a commit of README.md
+    loaded = ModelCard.load("PrunaAI/card", token=WRITE)
+    assert loaded.data.license == "apache-2.0" and loaded.data.base_model == "meta/base"
+    assert "base_model:meta/base" in (api.model_info("PrunaAI/card").tags or [])
+    api.delete_repo("PrunaAI/card")
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info("PrunaAI/card")
+    with pytest.raises(RepositoryNotFoundError):
+        api.delete_repo("PrunaAI/card")
+    api.delete_repo("PrunaAI/card", missing_ok=True)
