@@ -376,12 +376,10 @@ class Storage:
             return sha
 
     def delete_ref(self, repo_id: str, kind: str, name: str) -> None:
+        if kind == "branches" and name == "main":
+            raise StoreError(403, None, "the default branch main cannot be deleted")
         with self._writing():
             refs = self.refs(repo_id)
             if refs[kind].pop(name, None) is None:
                 raise StoreError(404, "RevisionNotFound", f"Invalid rev id: {name}")
             self._write_refs(repo_id, refs)
-
-    def last_modified(self, repo_id: str) -> str:
-        head = self.refs(repo_id)["branches"].get("main")
-        return self.commit_by_id(repo_id, head).date if head else self.meta(repo_id).created_at

@@ -160,6 +160,14 @@ def test_tags_and_branches(store: tuple[LocalHub, HfApi], tmp_path: Path) -> Non
     assert [(t.name, t.target_commit) for t in refs.tags] == [("base-abc", first)]
     assert {b.name for b in refs.branches} == {"main", "dev"}
     assert Path(hf_hub_download("PrunaAI/tagged", "f.txt", revision="base-abc")).read_bytes() == b"v1"
+    api.delete_tag("PrunaAI/tagged", tag="base-abc")
+    api.delete_branch("PrunaAI/tagged", branch="dev")
+    refs = api.list_repo_refs("PrunaAI/tagged")
+    assert refs.tags == [] and [b.name for b in refs.branches] == ["main"]
+    with pytest.raises(HfHubHTTPError) as main:
+        api.delete_branch("PrunaAI/tagged", branch="main")
+    assert main.value.response.status_code == 403
+    api.create_tag("PrunaAI/tagged", tag="base-abc", revision=first)
     with pytest.raises(HfHubHTTPError) as e:
         api.create_tag("PrunaAI/tagged", tag="base-abc", revision="main")
     assert e.value.response.status_code == 409
