@@ -72,6 +72,22 @@ def test_push_is_one_commit_and_loads_back_equal(hub: tuple[LocalHub, HfApi], sm
     assert store.operations().count("commit") == 1
 
 
+def test_push_to_a_branch_with_a_card_replaces_stale_files(
+    hub: tuple[LocalHub, HfApi], smashed: PrunaModel
+) -> None:
+    _, api = hub
+    api.create_repo("PrunaAI/branchy")
+    api.upload_file(path_or_fileobj=b"old", path_in_repo="stale.txt", repo_id="PrunaAI/branchy")
+    card = "---\nlicense: apache-2.0\n---\n# Custom card\n"
+    sha = smashed.push_to_hub("PrunaAI/branchy", revision="dev", card=card, commit_message="to dev")
+    files = api.list_repo_files("PrunaAI/branchy", revision="dev")
+    assert "stale.txt" not in files and "model.safetensors" in files  # the branch holds exactly the model
+    assert "stale.txt" in api.list_repo_files("PrunaAI/branchy")  # main untouched
+    assert api.list_repo_commits("PrunaAI/branchy", revision="dev")[0].title == "to dev"
+    assert api.model_info("PrunaAI/branchy", revision="dev").card_data.license == "apache-2.0"  # type: ignore[union-attr]
+    assert torch.equal(logits(PrunaModel.from_pretrained("PrunaAI/branchy", revision=sha)), logits(smashed))
+
+
 @pytest.mark.slow
 def test_round_trip_in_a_fresh_process_over_http(tmp_path: Path, smashed: PrunaModel) -> None:
     store = LocalHub(tmp_path / "store")
