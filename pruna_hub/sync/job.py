@@ -25,7 +25,7 @@ from typing import Any
 
 from huggingface_hub.hf_api import RepoFile
 
-from pruna_hub.errors import HubError, HubRateLimitedError, JobPlanError, QualityGateError
+from pruna_hub.errors import HubError, HubNotFoundError, HubRateLimitedError, JobPlanError, QualityGateError
 from pruna_hub.recipes import Recipe
 from pruna_hub.sync.artifact import build_artifact_folder, evaluation_metrics, verify_artifact
 from pruna_hub.sync.context import SyncContext
@@ -88,6 +88,36 @@ def publication_tag(revision: str) -> str:
     return f"base-{revision}"
 
 
+def commit_title(plan: Plan) -> str:
+    """Names the base revision and recipe hash in full: a crash between commit and tag is recognisable."""
+    return (
+        f"Smash {plan.base_repo_id}@{plan.revision} with {plan.recipe.name} ({plan.recipe.content_hash[:16]})"
+    )
+
+
+def _published_commit(ctx: SyncContext, plan: Plan) -> str | None:
+    """The commit already published for this job: the tagged one, or (after a crash between the commit
+    and the tag) the newest commit of main made for this base revision and recipe, which gets its tag."""
+    tagged = ctx.hub.tag_target(plan.target_repo_id, plan.tag)
+    if tagged is not None:
+        return tagged
+    try:
+        commits = ctx.hub.call(
+            "commits", plan.target_repo_id, lambda: ctx.hub.api.list_repo_commits(plan.target_repo_id)
+        )
+    except HubNotFoundError:
+        return None
+    title = commit_title(plan)
+    sha = next((c.commit_id for c in commits if c.title == title), None)
+    if sha is not None:
+        ctx.hub.call(
+            "create_tag",
+            plan.target_repo_id,
+            lambda: ctx.hub.api.create_tag(plan.target_repo_id, tag=plan.tag, revision=sha, exist_ok=True),
+        )
+    return sha
+
+
 def plan_job(ctx: SyncContext, lease: Lease) -> Plan:
     with ctx.catalogue.read_session() as session:
         base = session.get(BaseModel, lease.base_model_id)
@@ -131,9 +161,9 @@ def run_job(ctx: SyncContext, lease: Lease) -> JobOutcome:
 
 
 def _execute(ctx: SyncContext, plan: Plan, heartbeat: Heartbeat, outcome: JobOutcome) -> None:
-    existing = ctx.hub.tag_target(plan.target_repo_id, plan.tag)
+    existing = _published_commit(ctx, plan)
     if existing is not None:
-        ctx.report(f"job {plan.job_id}: {plan.target_repo_id} already has {plan.tag}; adopting it")
+        ctx.report(f"job {plan.job_id}: {plan.target_repo_id} already holds {plan.tag}; adopting it")
         _adopt(ctx, plan, heartbeat.lease, existing, outcome)
         return
     workdir = ctx.settings.resolved_work_dir() / f"job-{plan.job_id}"
@@ -173,7 +203,7 @@ def _smash_and_publish(
         plan.target_repo_id,
         folder,
         tag=plan.tag,
-        commit_message=f"Smash {plan.base_repo_id}@{plan.revision[:12]} with {plan.recipe.name}",
+        commit_message=commit_title(plan),
     )
     files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
     _finish(
