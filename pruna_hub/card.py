@@ -208,6 +208,8 @@ def _check_input(data: CardInput) -> None:
     plot = data.plot_filename
     if plot is not None and (not _PLOT.fullmatch(plot) or ".." in plot):
         raise CardError("plot_filename", data.plot_filename, "expected a relative image path in the repo")
+    if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", data.hub_url):
+        raise CardError("hub_url", data.hub_url, "expected a scheme and host, like https://huggingface.co")
     if data.device not in ("cpu", "cuda"):
         raise CardError("device", data.device, "expected cpu or cuda")
 

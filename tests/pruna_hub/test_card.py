@@ -244,6 +244,8 @@ def test_relation_follows_the_algorithm_groups() -> None:
         ("plot_filename", "../../etc/passwd.png"),
         ("plot_filename", "plot.png)<script>"),
         ("device", "tpu"),
+        ("hub_url", "javascript:alert(1)"),
+        ("hub_url", "https://huggingface.co/x)"),
         ("smash_config_json", "{not json"),
     ],
 )
