@@ -188,8 +188,8 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    base_model: Mapped[BaseModel] = relationship(lazy="joined")
-    recipe: Mapped[Recipe] = relationship(lazy="joined")
+    base_model: Mapped[BaseModel] = relationship()
+    recipe: Mapped[Recipe] = relationship()
 
 
 class Artifact(Base):
@@ -220,8 +220,8 @@ class Artifact(Base):
         ForeignKey("benchmark_runs.id", use_alter=True, ondelete="SET NULL")
     )
 
-    base_model: Mapped[BaseModel] = relationship(lazy="joined")
-    recipe: Mapped[Recipe] = relationship(lazy="joined")
+    base_model: Mapped[BaseModel] = relationship()
+    recipe: Mapped[Recipe] = relationship()
 
 
 class Lineage(Base):

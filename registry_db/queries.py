@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, exists, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from registry_db.errors import CatalogueValueError, NotFoundError
 from registry_db.jobs import parse_state
@@ -136,30 +136,55 @@ def _filtered(query: _AnySelect, filters: Filters) -> _AnySelect:
     return query
 
 
-def _entries_query(filters: Filters, metric: str | None) -> tuple[_AnySelect, Any]:
-    value = aliased(Metric, name="sort_metric")
+_ENTRY_COLUMNS = (
+    Job.id.label("job_id"),
+    Job.state,
+    Job.recipe_id,
+    Job.attempts,
+    Job.skip_reason,
+    Job.last_error_type,
+    Job.last_error_message,
+    Job.updated_at,
+    BaseModel.repo_id.label("base_repo_id"),
+    BaseModel.revision,
+    BaseModel.architecture,
+    Recipe.name.label("recipe"),
+    Recipe.content_hash,
+    Artifact.repo_id.label("artifact_repo_id"),
+    Artifact.commit_sha,
+    Artifact.tag,
+    Artifact.total_bytes,
+    Artifact.verified,
+    Artifact.smashed_run_id,
+    Artifact.base_run_id,
+)
+
+
+def _entries_query(filters: Filters) -> _AnySelect:
+    """Jobs with their base, recipe and artifact (if any), as plain columns (no ORM objects to build)."""
     query = (
-        select(
-            Job,
-            BaseModel.repo_id.label("base_repo_id"),
-            BaseModel.revision,
-            BaseModel.architecture,
-            Recipe.name.label("recipe"),
-            Recipe.content_hash,
-            Artifact.repo_id.label("artifact_repo_id"),
-            Artifact.commit_sha,
-            Artifact.tag,
-            Artifact.total_bytes,
-            Artifact.verified,
-            value.value,
-            value.unit,
-        )
+        select(*_ENTRY_COLUMNS)
         .join(BaseModel, BaseModel.id == Job.base_model_id)
         .join(Recipe, Recipe.id == Job.recipe_id)
         .outerjoin(Artifact, Artifact.job_id == Job.id)
-        .outerjoin(value, and_(value.run_id == Artifact.smashed_run_id, value.name == (metric or "")))
     )
-    return _filtered(query, filters), value
+    return _filtered(query, filters)
+
+
+def _sorted_entries_query(filters: Filters, metric: str, descending: bool) -> _AnySelect:
+    """Entries that have ``metric``, driven from ``metrics (name, value)`` so that the database walks the
+    index in order and stops at the limit instead of sorting every artifact."""
+    query = (
+        select(*_ENTRY_COLUMNS, Metric.value, Metric.unit)
+        .select_from(Metric)
+        .join(Artifact, Artifact.smashed_run_id == Metric.run_id)
+        .join(Job, Job.id == Artifact.job_id)
+        .join(BaseModel, BaseModel.id == Job.base_model_id)
+        .join(Recipe, Recipe.id == Job.recipe_id)
+        .where(Metric.name == metric)
+        .order_by(Metric.value.desc() if descending else Metric.value.asc(), Metric.id)
+    )
+    return _filtered(query, filters)
 
 
 def list_entries(
@@ -171,49 +196,50 @@ def list_entries(
     limit: int = 50,
 ) -> list[Entry]:
     """Jobs matching ``filters``: newest first, or by ``sort_metric`` (best first unless ``descending``
-    says otherwise; entries without the metric last)."""
+    says otherwise; entries without the metric follow, newest first)."""
     filters = filters or Filters()
-    query, value = _entries_query(filters, sort_metric)
-    if sort_metric:
-        desc = metric_higher_is_better(sort_metric) if descending is None else descending
-        query = query.where(value.value.is_not(None)).order_by(
-            value.value.desc() if desc else value.value.asc(), Job.id
-        )
-    else:
-        query = query.order_by(Job.id.desc())
-    rows = list(session.execute(query.limit(_check_limit(limit))))
-    if sort_metric and len(rows) < limit:
-        rest, rest_value = _entries_query(filters, sort_metric)
-        rest = rest.where(rest_value.value.is_(None)).order_by(Job.id.desc()).limit(limit - len(rows))
+    limit = _check_limit(limit)
+    if not sort_metric:
+        rows = list(session.execute(_entries_query(filters).order_by(Job.id.desc()).limit(limit)))
+        return _entries(session, rows, None)
+    desc = metric_higher_is_better(sort_metric) if descending is None else descending
+    rows = list(session.execute(_sorted_entries_query(filters, sort_metric, desc).limit(limit)))
+    if len(rows) < limit:
+        has_metric = exists().where(Metric.run_id == Artifact.smashed_run_id, Metric.name == sort_metric)
+        rest = _entries_query(filters).where(~has_metric).order_by(Job.id.desc()).limit(limit - len(rows))
         rows += list(session.execute(rest))
-    algorithms = _algorithms(session, {row.Job.recipe_id for row in rows})
-    return [_entry(row, sort_metric, algorithms) for row in rows]
+    return _entries(session, rows, sort_metric)
+
+
+def _entries(session: Session, rows: list[Any], metric: str | None) -> list[Entry]:
+    algorithms = _algorithms(session, {row.recipe_id for row in rows})
+    return [_entry(row, metric, algorithms) for row in rows]
 
 
 def _entry(row: Any, metric: str | None, algorithms: dict[int, list[str]]) -> Entry:
-    job: Job = row.Job
+    mapping = row._mapping
     return Entry(
-        job_id=job.id,
-        state=job.state,
+        job_id=row.job_id,
+        state=row.state,
         base_repo_id=row.base_repo_id,
         base_revision=row.revision,
         architecture=row.architecture,
         recipe=row.recipe,
         recipe_hash=row.content_hash,
-        algorithms=algorithms.get(job.recipe_id, []),
+        algorithms=algorithms.get(row.recipe_id, []),
         artifact_repo_id=row.artifact_repo_id,
         commit_sha=row.commit_sha,
         tag=row.tag,
         total_bytes=row.total_bytes,
         verified=row.verified,
         metric=metric,
-        value=row.value,
-        unit=row.unit,
-        attempts=job.attempts,
-        skip_reason=job.skip_reason,
-        error_type=job.last_error_type,
-        error_message=job.last_error_message,
-        updated_at=job.updated_at,
+        value=mapping.get("value"),
+        unit=mapping.get("unit"),
+        attempts=row.attempts,
+        skip_reason=row.skip_reason,
+        error_type=row.last_error_type,
+        error_message=row.last_error_message,
+        updated_at=row.updated_at,
     )
 
 
@@ -240,64 +266,86 @@ def best_artifacts(
     higher_is_better: bool | None = None,
     limit: int = 100,
 ) -> list[Best]:
-    """For each base revision (of ``architecture``), its artifact with the best ``metric``."""
+    """For each base revision (of ``architecture``), its artifact with the best ``metric``; best first.
+
+    Walks the artifacts in metric order (the ``metrics (name, value)`` index) and keeps the first one of
+    each base until ``limit`` bases are found, so the cost follows the answer's size, not the catalogue's.
+    """
     if not metric:
         raise CatalogueValueError("metric", metric, "a metric name such as decode_latency_ms")
+    limit = _check_limit(limit)
     larger = metric_higher_is_better(metric) if higher_is_better is None else higher_is_better
-    smashed, base = aliased(Metric, name="smashed_metric"), aliased(Metric, name="base_metric")
-    order = smashed.value.desc() if larger else smashed.value.asc()
-    partition = Artifact.base_model_id
-    ranked = (
-        select(
-            Artifact.id.label("artifact_id"),
-            Artifact.base_model_id,
-            smashed.value.label("value"),
-            smashed.unit.label("unit"),
-            base.value.label("base_value"),
-            func.row_number().over(partition_by=partition, order_by=(order, Artifact.id)).label("rank"),
-            func.count().over(partition_by=partition).label("candidates"),
-        )
-        .join(BaseModel, BaseModel.id == Artifact.base_model_id)
-        .join(smashed, and_(smashed.run_id == Artifact.smashed_run_id, smashed.name == metric))
-        .outerjoin(base, and_(base.run_id == Artifact.base_run_id, base.name == metric))
-        .where(Artifact.namespace == namespace)
-    )
-    if architecture:
-        ranked = ranked.where(BaseModel.architecture == architecture)
-    best = ranked.subquery()
     query = (
         select(
-            best,
-            BaseModel.repo_id,
-            BaseModel.revision,
-            BaseModel.architecture,
-            Artifact.repo_id.label("a_repo"),
+            Artifact.id,
+            Artifact.base_model_id,
+            Artifact.repo_id,
             Artifact.commit_sha,
-            Recipe.name.label("recipe"),
+            Artifact.recipe_id,
+            Artifact.base_run_id,
+            Metric.value,
+            Metric.unit,
         )
-        .join(Artifact, Artifact.id == best.c.artifact_id)
-        .join(BaseModel, BaseModel.id == best.c.base_model_id)
-        .join(Recipe, Recipe.id == Artifact.recipe_id)
-        .where(best.c.rank == 1)
-        .order_by(best.c.value.desc() if larger else best.c.value.asc(), BaseModel.repo_id)
-        .limit(_check_limit(limit))
+        .select_from(Metric)
+        .join(Artifact, Artifact.smashed_run_id == Metric.run_id)
+        .where(Metric.name == metric, Artifact.namespace == namespace)
+        .order_by(Metric.value.desc() if larger else Metric.value.asc(), Metric.id)
+    )
+    if architecture:
+        query = query.join(BaseModel, BaseModel.id == Artifact.base_model_id).where(
+            BaseModel.architecture == architecture
+        )
+    winners: dict[int, Any] = {}
+    for row in session.execute(query.execution_options(yield_per=max(limit, 100))):
+        if row.base_model_id not in winners:
+            winners[row.base_model_id] = row
+            if len(winners) == limit:
+                break
+    return _best_rows(session, metric, list(winners.values()))
+
+
+def _best_rows(session: Session, metric: str, winners: list[Any]) -> list[Best]:
+    if not winners:
+        return []
+    base_ids = [row.base_model_id for row in winners]
+    base_columns = (BaseModel.id, BaseModel.repo_id, BaseModel.revision, BaseModel.architecture)
+    bases = {b.id: b for b in session.execute(select(*base_columns).where(BaseModel.id.in_(base_ids)))}
+    counts = _pairs(
+        session,
+        select(Artifact.base_model_id, func.count())
+        .join(Metric, and_(Metric.run_id == Artifact.smashed_run_id, Metric.name == metric))
+        .where(Artifact.base_model_id.in_(base_ids))
+        .group_by(Artifact.base_model_id),
+    )
+    recipes = _pairs(
+        session, select(Recipe.id, Recipe.name).where(Recipe.id.in_({r.recipe_id for r in winners}))
+    )
+    base_runs = [row.base_run_id for row in winners if row.base_run_id is not None]
+    base_values = _pairs(
+        session,
+        select(Metric.run_id, Metric.value).where(Metric.run_id.in_(base_runs), Metric.name == metric),
     )
     return [
         Best(
-            row.repo_id,
-            row.revision,
-            row.architecture,
-            row.a_repo,
-            row.commit_sha,
-            row.recipe,
-            metric,
-            row.value,
-            row.unit,
-            row.base_value,
-            row.candidates,
+            base_repo_id=bases[row.base_model_id].repo_id,
+            base_revision=bases[row.base_model_id].revision,
+            architecture=bases[row.base_model_id].architecture,
+            artifact_repo_id=row.repo_id,
+            commit_sha=row.commit_sha,
+            recipe=recipes[row.recipe_id],
+            metric=metric,
+            value=row.value,
+            unit=row.unit,
+            base_value=base_values.get(row.base_run_id),
+            candidates=counts.get(row.base_model_id, 0),
         )
-        for row in session.execute(query)
+        for row in winners
     ]
+
+
+def _pairs(session: Session, query: _AnySelect) -> dict[Any, Any]:
+    """A two-column query as a dict (``dict(result)`` would take the Result for a mapping)."""
+    return {key: value for key, value in session.execute(query)}
 
 
 def show_artifact(
@@ -438,13 +486,12 @@ def export_table(session: Session, filters: Filters | None = None, *, chunk: int
 def _export_rows(session: Session, filters: Filters, chunk: int) -> Iterator[dict[str, Any]]:
     after = 0
     while True:
-        query, _ = _entries_query(filters, None)
-        query = query.add_columns(Artifact.smashed_run_id, Artifact.base_run_id)
-        rows = list(session.execute(query.where(Job.id > after).order_by(Job.id).limit(chunk)))
+        query = _entries_query(filters).where(Job.id > after).order_by(Job.id).limit(chunk)
+        rows = list(session.execute(query))
         if not rows:
             return
-        after = rows[-1].Job.id
-        algorithms = _algorithms(session, {row.Job.recipe_id for row in rows})
+        after = rows[-1].job_id
+        algorithms = _algorithms(session, {row.recipe_id for row in rows})
         run_ids = [r for row in rows for r in (row.smashed_run_id, row.base_run_id) if r is not None]
         metrics = _metrics_of(session, run_ids)
         for row in rows:
