@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from huggingface_hub import ModelCard
+from huggingface_hub import HfApi, ModelCard
 
 from pruna_hub.card import (
     PROMPT,
@@ -340,6 +340,10 @@ def test_card_snippet_runs_against_the_published_repo(
     with hub.install(cache_dir=str(tmp_path / "cache")):
         text = publish(model, tiny_tokenizer, config, "PrunaAI/tiny-smashed")
         output = run_snippet(extract_snippet(text))
+        card_data = HfApi().model_info("PrunaAI/tiny-smashed").card_data  # what the Hub parsed from it
+        published = ModelCard.load("PrunaAI/tiny-smashed")
+    assert card_data is not None and card_data.base_model == BASE and card_data.license == "apache-2.0"
+    assert published.text == ModelCard(text).text
     assert output.startswith(PROMPT), output
     assert len(tiny_tokenizer(output.strip())["input_ids"]) > len(tiny_tokenizer(PROMPT)["input_ids"])
     downloads = hub.operations()[hub.operations().index("commit") :]
