@@ -22,6 +22,7 @@ field is left out and the Hub infers it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -417,6 +418,7 @@ def card_body(data: CardInput, header: Mapping[str, Any]) -> str:
 
 def render_card(data: CardInput) -> ModelCard:
     """The full card (YAML header + body); ``str(card)`` is the README.md to publish."""
+    data = dataclasses.replace(data, hub_url=data.hub_url.rstrip("/"))
     _check_input(data)
     try:
         json.loads(data.smash_config_json)

@@ -227,6 +227,12 @@ def test_hostile_text_in_the_body_renders_as_plain_text() -> None:
     assert hrefs and all(h.startswith(f"https://huggingface.co/{BASE}") for h in hrefs), hrefs
 
 
+def test_links_follow_the_hub_url() -> None:
+    text = str(render_card(make_input(hub_url="http://127.0.0.1:8080/", base=BaseCard(license="other"))))
+    assert header_of(text)["license_link"] == f"http://127.0.0.1:8080/{BASE}"
+    assert f"[{BASE}](http://127.0.0.1:8080/{BASE})" in text
+
+
 def test_relation_follows_the_algorithm_groups() -> None:
     pruned = [AppliedAlgorithm("magnitude_pruning", "pruner", {"sparsity": 0.5})]
     assert "base_model_relation" not in header_of(str(render_card(make_input(algorithms=pruned))))
