@@ -35,7 +35,7 @@ from smash.errors import GenerationInputError
 RUNTIME_ATTR = "_smash_generation_runtime"
 
 # generate() keywords the runtime accepts; anything else is refused by name rather than ignored.
-_ACCEPTED = frozenset({"attention_mask", "pad_token_id", "use_cache", "return_dict_in_generate"})
+_ACCEPTED = frozenset({"attention_mask", "pad_token_id", "use_cache", "return_dict_in_generate", "streamer"})
 
 
 @dataclass(frozen=True)
@@ -177,9 +177,10 @@ class StaticGenerationRuntime:
         """
         before, start = compiled_frames(), time.perf_counter()
         prompt = torch.zeros((self.spec.batch_size, min(2, self.spec.max_cache_len - 2)), dtype=torch.long)
+        request = _Request(max_new_tokens=2, sampler=None, eos=set(), pad=0)
         with torch.no_grad():
             for _ in range(rounds):
-                self._generate_ids(prompt.to(self.device), max_new_tokens=2, sampler=None, eos=set(), pad=0)
+                self._generate_ids(prompt.to(self.device), request)
         self.last_warmup = WarmupReport(time.perf_counter() - start, compiled_frames() - before)
         return self.last_warmup
 
@@ -213,38 +214,41 @@ class StaticGenerationRuntime:
         pad = kwargs.get("pad_token_id")
         if pad is None:
             pad = getattr(getattr(self.model, "generation_config", None), "pad_token_id", None)
-        sampler = _Sampler(temperature, top_k, top_p) if do_sample else None
+        request = _Request(
+            max_new_tokens=new_tokens,
+            sampler=_Sampler(temperature, top_k, top_p) if do_sample else None,
+            eos=eos,
+            pad=0 if pad is None else int(pad),
+            min_new_tokens=min_new_tokens or 0,
+            streamer=kwargs.get("streamer"),
+        )
         with torch.no_grad():
-            return self._generate_ids(
-                input_ids, new_tokens, sampler, eos, 0 if pad is None else int(pad), min_new_tokens or 0
-            )
+            return self._generate_ids(input_ids, request)
 
-    def _generate_ids(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int,
-        sampler: _Sampler | None,
-        eos: set[int],
-        pad: int,
-        min_new_tokens: int = 0,
-    ) -> torch.Tensor:
+    def _generate_ids(self, input_ids: torch.Tensor, request: _Request) -> torch.Tensor:
         rows, length = input_ids.shape
+        if request.streamer is not None:
+            request.streamer.put(input_ids.cpu())
         batch = torch.zeros((self.spec.batch_size, length), dtype=torch.long, device=self.device)
         batch[:rows].copy_(input_ids)
         logits = self.prefill(batch)
         finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
-        eos_tensor = torch.tensor(sorted(eos), dtype=torch.long, device=self.device)
+        eos_tensor = torch.tensor(sorted(request.eos), dtype=torch.long, device=self.device)
         out: list[torch.Tensor] = []
-        for step in range(max_new_tokens):
-            if step < min_new_tokens and eos:
+        for step in range(request.max_new_tokens):
+            if step < request.min_new_tokens and request.eos:
                 logits[:, eos_tensor] = float("-inf")
-            token = sampler(logits) if sampler is not None else logits.argmax(-1)
-            row_tokens = torch.where(finished, torch.full_like(token[:rows], pad), token[:rows])
+            token = request.sampler(logits) if request.sampler is not None else logits.argmax(-1)
+            row_tokens = torch.where(finished, torch.full_like(token[:rows], request.pad), token[:rows])
             out.append(row_tokens)
+            if request.streamer is not None:
+                request.streamer.put(row_tokens.cpu())
             finished |= torch.isin(row_tokens, eos_tensor)
-            if step == max_new_tokens - 1 or bool(finished.all()):
+            if step == request.max_new_tokens - 1 or bool(finished.all()):
                 break
             logits = self.decode(token.unsqueeze(-1), length + step)
+        if request.streamer is not None:
+            request.streamer.end()
         return torch.cat([input_ids, torch.stack(out, dim=1)], dim=1)
 
     # --- input checks -------------------------------------------------------------------------------
@@ -254,8 +258,9 @@ class StaticGenerationRuntime:
         if unknown:
             raise GenerationInputError(
                 f"option(s) {', '.join(unknown)} are not supported by the static-cache runtime; it supports "
-                "greedy and sampled decoding (max_new_tokens, max_length, do_sample, temperature, top_k, "
-                "top_p, eos_token_id). Call pruna_model.model.generate(...) for the full transformers API."
+                "greedy and sampled decoding (max_new_tokens, max_length, min_new_tokens, do_sample, "
+                "temperature, top_k, top_p, eos_token_id, pad_token_id, streamer). Call "
+                "pruna_model.model.generate(...) for the full transformers API."
             )
         if kwargs.get("return_dict_in_generate"):
             raise GenerationInputError(
@@ -306,6 +311,18 @@ class StaticGenerationRuntime:
         if eos_token_id is None:
             return set()
         return {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(t) for t in eos_token_id}
+
+
+@dataclass
+class _Request:
+    """One generate() call's decoding options, resolved."""
+
+    max_new_tokens: int
+    sampler: _Sampler | None
+    eos: set[int]
+    pad: int
+    min_new_tokens: int = 0
+    streamer: Any = None  # transformers' BaseStreamer protocol: put(tokens), end()
 
 
 class _Sampler:

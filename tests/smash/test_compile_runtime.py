@@ -84,6 +84,24 @@ def test_generation_stops_at_eos_and_pads_finished_rows(tiny_llama: torch.nn.Mod
     assert torch.equal(stopped, free[:, : 12 + first + 1])
 
 
+def test_a_streamer_gets_the_prompt_then_each_token(tiny_llama: torch.nn.Module) -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.chunks: list[list[int]] = []
+            self.ended = False
+
+        def put(self, value: torch.Tensor) -> None:
+            self.chunks.append(value.flatten().tolist())
+
+        def end(self) -> None:
+            self.ended = True
+
+    smashed = smash(tiny_llama, {"static_cache": RUNTIME})
+    ids, recorder = prompt(6, seed=6), Recorder()
+    out = smashed.generate(ids, max_new_tokens=7, min_new_tokens=7, streamer=recorder)
+    assert recorder.chunks == [ids[0].tolist()] + [[t] for t in out[0, 6:].tolist()] and recorder.ended
+
+
 # --- zero recompilations after warm-up ---------------------------------------------------------------
 
 
