@@ -273,13 +273,34 @@ class Metric(Base):
     """One number of a benchmark run, as a row so that queries can filter and sort on it."""
 
     __tablename__ = "metrics"
-    __table_args__ = (
-        UniqueConstraint("run_id", "name"),
-        Index("ix_metrics_name_value", "name", "value"),
-    )
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("benchmark_runs.id", ondelete="CASCADE"))
     name: Mapped[str]
+    value: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str | None]
+
+
+class ArtifactMetric(Base):
+    """The current smashed metrics of each artifact, with what list and best filter on beside them.
+
+    A copy of the ``metrics`` rows of ``artifacts.smashed_run_id`` (kept in step by
+    ``registry_db.records``), so that "sort by a metric" and "best per base" walk one index in value order
+    and stop after the rows they print, instead of joining every artifact to its run and sorting.
+    """
+
+    __tablename__ = "artifact_metrics"
+    __table_args__ = (
+        Index("ix_artifact_metrics_rank", "namespace", "name", "value"),
+        Index("ix_artifact_metrics_arch_rank", "namespace", "name", "architecture", "value"),
+        Index("ix_artifact_metrics_base", "base_model_id", "name"),
+    )
+
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(primary_key=True)
+    namespace: Mapped[str]
+    architecture: Mapped[str | None]
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id"))
     value: Mapped[float] = mapped_column(Float)
     unit: Mapped[str | None]

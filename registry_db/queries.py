@@ -1,8 +1,8 @@
 """The questions the CLI asks: list jobs and their artifacts, show one artifact, the best artifact per base,
 and export everything. Each is one or two indexed queries whatever the catalogue's size (see
-``benchmarks/catalogue_queries.py``): artifacts point at their newest benchmark runs, so a metric of the
-current result is one join on ``metrics (run_id, name)``, and sorting by a metric can walk
-``metrics (name, value)``.
+``benchmarks/catalogue_queries.py``): artifacts point at their newest benchmark runs, and the metrics of
+the current smashed run are copied into ``artifact_metrics``, indexed by (namespace, metric[, architecture],
+value), so sorting by a metric and "best per base" walk one index in order and stop early.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, select
+from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
 from registry_db.errors import CatalogueValueError, NotFoundError
@@ -20,6 +20,7 @@ from registry_db.jobs import parse_state
 from registry_db.models import (
     DEFAULT_NAMESPACE,
     Artifact,
+    ArtifactMetric,
     BaseModel,
     BenchmarkRun,
     Job,
@@ -172,18 +173,21 @@ def _entries_query(filters: Filters) -> _AnySelect:
 
 
 def _sorted_entries_query(filters: Filters, metric: str, descending: bool) -> _AnySelect:
-    """Entries that have ``metric``, driven from ``metrics (name, value)`` so that the database walks the
-    index in order and stops at the limit instead of sorting every artifact."""
+    """Entries that have ``metric``, driven from the ``artifact_metrics`` ranking indexes so that the
+    database walks them in value order and stops at the limit instead of sorting every artifact."""
+    ranked = ArtifactMetric
     query = (
-        select(*_ENTRY_COLUMNS, Metric.value, Metric.unit)
-        .select_from(Metric)
-        .join(Artifact, Artifact.smashed_run_id == Metric.run_id)
+        select(*_ENTRY_COLUMNS, ranked.value, ranked.unit)
+        .select_from(ranked)
+        .join(Artifact, Artifact.id == ranked.artifact_id)
         .join(Job, Job.id == Artifact.job_id)
         .join(BaseModel, BaseModel.id == Job.base_model_id)
         .join(Recipe, Recipe.id == Job.recipe_id)
-        .where(Metric.name == metric)
-        .order_by(Metric.value.desc() if descending else Metric.value.asc(), Metric.id)
+        .where(ranked.namespace == filters.namespace, ranked.name == metric)
+        .order_by(ranked.value.desc() if descending else ranked.value.asc(), ranked.artifact_id)
     )
+    if filters.architecture:
+        query = query.where(ranked.architecture == filters.architecture)
     return _filtered(query, filters)
 
 
@@ -205,7 +209,9 @@ def list_entries(
     desc = metric_higher_is_better(sort_metric) if descending is None else descending
     rows = list(session.execute(_sorted_entries_query(filters, sort_metric, desc).limit(limit)))
     if len(rows) < limit:
-        has_metric = exists().where(Metric.run_id == Artifact.smashed_run_id, Metric.name == sort_metric)
+        has_metric = exists().where(
+            ArtifactMetric.artifact_id == Artifact.id, ArtifactMetric.name == sort_metric
+        )
         rest = _entries_query(filters).where(~has_metric).order_by(Job.id.desc()).limit(limit - len(rows))
         rows += list(session.execute(rest))
     return _entries(session, rows, sort_metric)
@@ -268,33 +274,21 @@ def best_artifacts(
 ) -> list[Best]:
     """For each base revision (of ``architecture``), its artifact with the best ``metric``; best first.
 
-    Walks the artifacts in metric order (the ``metrics (name, value)`` index) and keeps the first one of
-    each base until ``limit`` bases are found, so the cost follows the answer's size, not the catalogue's.
+    Walks ``artifact_metrics`` in value order (its ranking indexes) and keeps the first artifact of each
+    base until ``limit`` bases are found, so the cost follows the answer's size, not the catalogue's.
     """
     if not metric:
         raise CatalogueValueError("metric", metric, "a metric name such as decode_latency_ms")
     limit = _check_limit(limit)
     larger = metric_higher_is_better(metric) if higher_is_better is None else higher_is_better
+    ranked = ArtifactMetric
     query = (
-        select(
-            Artifact.id,
-            Artifact.base_model_id,
-            Artifact.repo_id,
-            Artifact.commit_sha,
-            Artifact.recipe_id,
-            Artifact.base_run_id,
-            Metric.value,
-            Metric.unit,
-        )
-        .select_from(Metric)
-        .join(Artifact, Artifact.smashed_run_id == Metric.run_id)
-        .where(Metric.name == metric, Artifact.namespace == namespace)
-        .order_by(Metric.value.desc() if larger else Metric.value.asc(), Metric.id)
+        select(ranked.artifact_id, ranked.base_model_id, ranked.value, ranked.unit)
+        .where(ranked.namespace == namespace, ranked.name == metric)
+        .order_by(ranked.value.desc() if larger else ranked.value.asc(), ranked.artifact_id)
     )
     if architecture:
-        query = query.join(BaseModel, BaseModel.id == Artifact.base_model_id).where(
-            BaseModel.architecture == architecture
-        )
+        query = query.where(ranked.architecture == architecture)
     winners: dict[int, Any] = {}
     for row in session.execute(query.execution_options(yield_per=max(limit, 100))):
         if row.base_model_id not in winners:
@@ -305,42 +299,55 @@ def best_artifacts(
 
 
 def _best_rows(session: Session, metric: str, winners: list[Any]) -> list[Best]:
+    """Details of the winning artifacts: a handful of primary-key lookups for at most ``limit`` rows."""
     if not winners:
         return []
     base_ids = [row.base_model_id for row in winners]
     base_columns = (BaseModel.id, BaseModel.repo_id, BaseModel.revision, BaseModel.architecture)
     bases = {b.id: b for b in session.execute(select(*base_columns).where(BaseModel.id.in_(base_ids)))}
+    artifact_columns = (
+        Artifact.id,
+        Artifact.repo_id,
+        Artifact.commit_sha,
+        Artifact.recipe_id,
+        Artifact.base_run_id,
+    )
+    ids = [row.artifact_id for row in winners]
+    artifacts = {a.id: a for a in session.execute(select(*artifact_columns).where(Artifact.id.in_(ids)))}
     counts = _pairs(
         session,
-        select(Artifact.base_model_id, func.count())
-        .join(Metric, and_(Metric.run_id == Artifact.smashed_run_id, Metric.name == metric))
-        .where(Artifact.base_model_id.in_(base_ids))
-        .group_by(Artifact.base_model_id),
+        select(ArtifactMetric.base_model_id, func.count())
+        .where(ArtifactMetric.base_model_id.in_(base_ids), ArtifactMetric.name == metric)
+        .group_by(ArtifactMetric.base_model_id),
     )
     recipes = _pairs(
-        session, select(Recipe.id, Recipe.name).where(Recipe.id.in_({r.recipe_id for r in winners}))
+        session,
+        select(Recipe.id, Recipe.name).where(Recipe.id.in_({a.recipe_id for a in artifacts.values()})),
     )
-    base_runs = [row.base_run_id for row in winners if row.base_run_id is not None]
+    base_runs = [a.base_run_id for a in artifacts.values() if a.base_run_id is not None]
     base_values = _pairs(
         session,
         select(Metric.run_id, Metric.value).where(Metric.run_id.in_(base_runs), Metric.name == metric),
     )
-    return [
-        Best(
-            base_repo_id=bases[row.base_model_id].repo_id,
-            base_revision=bases[row.base_model_id].revision,
-            architecture=bases[row.base_model_id].architecture,
-            artifact_repo_id=row.repo_id,
-            commit_sha=row.commit_sha,
-            recipe=recipes[row.recipe_id],
-            metric=metric,
-            value=row.value,
-            unit=row.unit,
-            base_value=base_values.get(row.base_run_id),
-            candidates=counts.get(row.base_model_id, 0),
+    best = []
+    for row in winners:
+        base, artifact = bases[row.base_model_id], artifacts[row.artifact_id]
+        best.append(
+            Best(
+                base_repo_id=base.repo_id,
+                base_revision=base.revision,
+                architecture=base.architecture,
+                artifact_repo_id=artifact.repo_id,
+                commit_sha=artifact.commit_sha,
+                recipe=recipes[artifact.recipe_id],
+                metric=metric,
+                value=row.value,
+                unit=row.unit,
+                base_value=base_values.get(artifact.base_run_id),
+                candidates=counts.get(row.base_model_id, 0),
+            )
         )
-        for row in winners
-    ]
+    return best
 
 
 def _pairs(session: Session, query: _AnySelect) -> dict[Any, Any]:

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from registry_db.errors import CatalogueValueError, NotFoundError
 from registry_db.models import (
     DEFAULT_NAMESPACE,
     Artifact,
+    ArtifactMetric,
     BaseModel,
     BenchmarkRun,
     Job,
@@ -261,6 +262,29 @@ def _attach_runs(session: Session, artifact_id: int, job_id: int | None) -> None
             pointers[column] = newest
     if pointers:
         session.execute(update(Artifact).where(Artifact.id == artifact_id).values(**pointers))
+    if "smashed_run_id" in pointers:
+        _refresh_ranking(session, artifact_id, pointers["smashed_run_id"])
+
+
+def _refresh_ranking(session: Session, artifact_id: int, run_id: int) -> None:
+    """Copy the current smashed run's metrics into ``artifact_metrics`` (what list/best rank on)."""
+    session.execute(delete(ArtifactMetric).where(ArtifactMetric.artifact_id == artifact_id))
+    rows = (
+        select(
+            Artifact.id,
+            Metric.name,
+            Artifact.namespace,
+            BaseModel.architecture,
+            Artifact.base_model_id,
+            Metric.value,
+            Metric.unit,
+        )
+        .join(BaseModel, BaseModel.id == Artifact.base_model_id)
+        .join(Metric, Metric.run_id == run_id)
+        .where(Artifact.id == artifact_id)
+    )
+    columns = ["artifact_id", "name", "namespace", "architecture", "base_model_id", "value", "unit"]
+    session.execute(insert(ArtifactMetric).from_select(columns, rows))
 
 
 def _artifact_of_job(session: Session, job_id: int | None) -> int | None:
