@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, exists, func, select
+from sqlalchemy.orm import Session, aliased
 
 from registry_db.errors import CatalogueValueError, NotFoundError
 from registry_db.jobs import parse_state
@@ -120,8 +120,9 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
-def _filtered(query: _AnySelect, filters: Filters) -> _AnySelect:
-    query = query.where(Job.namespace == filters.namespace)
+def _filtered(query: _AnySelect, filters: Filters, *, namespace: bool = True) -> _AnySelect:
+    if namespace:
+        query = query.where(Job.namespace == filters.namespace)
     if filters.architecture:
         query = query.where(BaseModel.architecture == filters.architecture)
     if filters.state:
@@ -188,7 +189,8 @@ def _sorted_entries_query(filters: Filters, metric: str, descending: bool) -> _A
     )
     if filters.architecture:
         query = query.where(ranked.architecture == filters.architecture)
-    return _filtered(query, filters)
+    # The namespace is already ranked.namespace (an artifact, its job and its metrics share one).
+    return _filtered(query, filters, namespace=False)
 
 
 def list_entries(
@@ -299,55 +301,52 @@ def best_artifacts(
 
 
 def _best_rows(session: Session, metric: str, winners: list[Any]) -> list[Best]:
-    """Details of the winning artifacts: a handful of primary-key lookups for at most ``limit`` rows."""
+    """Details of the winning artifacts: one join over at most ``limit`` ids, and one count."""
     if not winners:
         return []
-    base_ids = [row.base_model_id for row in winners]
-    base_columns = (BaseModel.id, BaseModel.repo_id, BaseModel.revision, BaseModel.architecture)
-    bases = {b.id: b for b in session.execute(select(*base_columns).where(BaseModel.id.in_(base_ids)))}
-    artifact_columns = (
-        Artifact.id,
-        Artifact.repo_id,
-        Artifact.commit_sha,
-        Artifact.recipe_id,
-        Artifact.base_run_id,
+    base_metric = aliased(Metric, name="base_metric")
+    details = session.execute(
+        select(
+            Artifact.id,
+            Artifact.repo_id,
+            Artifact.commit_sha,
+            BaseModel.repo_id.label("base_repo_id"),
+            BaseModel.revision,
+            BaseModel.architecture,
+            Recipe.name.label("recipe"),
+            base_metric.value,
+        )
+        .join(BaseModel, BaseModel.id == Artifact.base_model_id)
+        .join(Recipe, Recipe.id == Artifact.recipe_id)
+        .outerjoin(base_metric, and_(base_metric.run_id == Artifact.base_run_id, base_metric.name == metric))
+        .where(Artifact.id.in_([row.artifact_id for row in winners]))
     )
-    ids = [row.artifact_id for row in winners]
-    artifacts = {a.id: a for a in session.execute(select(*artifact_columns).where(Artifact.id.in_(ids)))}
+    by_id = {row.id: row for row in details}
     counts = _pairs(
         session,
         select(ArtifactMetric.base_model_id, func.count())
-        .where(ArtifactMetric.base_model_id.in_(base_ids), ArtifactMetric.name == metric)
+        .where(
+            ArtifactMetric.base_model_id.in_([row.base_model_id for row in winners]),
+            ArtifactMetric.name == metric,
+        )
         .group_by(ArtifactMetric.base_model_id),
     )
-    recipes = _pairs(
-        session,
-        select(Recipe.id, Recipe.name).where(Recipe.id.in_({a.recipe_id for a in artifacts.values()})),
-    )
-    base_runs = [a.base_run_id for a in artifacts.values() if a.base_run_id is not None]
-    base_values = _pairs(
-        session,
-        select(Metric.run_id, Metric.value).where(Metric.run_id.in_(base_runs), Metric.name == metric),
-    )
-    best = []
-    for row in winners:
-        base, artifact = bases[row.base_model_id], artifacts[row.artifact_id]
-        best.append(
-            Best(
-                base_repo_id=base.repo_id,
-                base_revision=base.revision,
-                architecture=base.architecture,
-                artifact_repo_id=artifact.repo_id,
-                commit_sha=artifact.commit_sha,
-                recipe=recipes[artifact.recipe_id],
-                metric=metric,
-                value=row.value,
-                unit=row.unit,
-                base_value=base_values.get(artifact.base_run_id),
-                candidates=counts.get(row.base_model_id, 0),
-            )
+    return [
+        Best(
+            base_repo_id=by_id[row.artifact_id].base_repo_id,
+            base_revision=by_id[row.artifact_id].revision,
+            architecture=by_id[row.artifact_id].architecture,
+            artifact_repo_id=by_id[row.artifact_id].repo_id,
+            commit_sha=by_id[row.artifact_id].commit_sha,
+            recipe=by_id[row.artifact_id].recipe,
+            metric=metric,
+            value=row.value,
+            unit=row.unit,
+            base_value=by_id[row.artifact_id].value,
+            candidates=counts.get(row.base_model_id, 0),
         )
-    return best
+        for row in winners
+    ]
 
 
 def _pairs(session: Session, query: _AnySelect) -> dict[Any, Any]:
