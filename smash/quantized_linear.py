@@ -335,14 +335,28 @@ def parse_patterns(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-def linear_layers(model: nn.Module, skip_modules: str) -> Iterator[tuple[str, nn.Linear]]:
-    """Plain ``nn.Linear`` layers not named in ``skip_modules`` and not tied to the input embeddings."""
+def linear_layers(
+    model: nn.Module, skip_modules: str, *, include_tied: bool = False
+) -> Iterator[tuple[str, nn.Linear]]:
+    """Plain ``nn.Linear`` layers not named in ``skip_modules`` (nor tied to the input embeddings unless
+    ``include_tied``)."""
     skip = parse_patterns(skip_modules)
     for name, module in model.named_modules():
         if type(module) is not nn.Linear or name_matches(name, skip):
             continue
-        if not tied_to_input_embeddings(model, module):
+        if include_tied or not tied_to_input_embeddings(model, module):
             yield name, module
+
+
+def untie_output_embeddings(model: nn.Module) -> None:
+    """Record in the model's config that lm_head no longer shares the input embedding matrix.
+
+    Quantizing a tied lm_head gives it its own (quantized) weights while the embedding keeps full
+    precision; the saved config.json must then describe an untied model, or loading would re-tie them.
+    """
+    config = getattr(model, "config", None)
+    if config is not None:
+        config.tie_word_embeddings = False
 
 
 def shape_record(linear: nn.Linear) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from smash.quantized_linear import (
     recorded_layers,
     set_submodule,
     shape_record,
+    tied_to_input_embeddings,
+    untie_output_embeddings,
 )
 from smash.registry import registry
 
@@ -89,7 +91,8 @@ class HQQ(Algorithm):
         ),
         Hyperparameter(
             "skip_modules", str, "lm_head",
-            "comma-separated module names (or name parts) left unquantized; a tied lm_head is always skipped",
+            "comma-separated module names (or name parts) left unquantized; a tied lm_head that is not "
+            "listed is untied: quantized, while the input embeddings keep full precision",
         ),
         Hyperparameter("use_kernel", bool, True, "use torch's int4 CPU kernel where it applies"),
     )
@@ -108,6 +111,8 @@ class HQQ(Algorithm):
     def apply(self, model: nn.Module, params: Mapping[str, Any], ctx: SmashContext) -> nn.Module:
         layers: dict[str, dict[str, Any]] = {}
         for name, linear in list(_targets(model, params)):
+            if tied_to_input_embeddings(model, linear):
+                untie_output_embeddings(model)
             q, scale, zero = hqq_quantize(
                 linear.weight, nbits=params["weight_bits"], group_size=params["group_size"],
                 axis=params["axis"], iterations=params["optimizer_iterations"],
@@ -137,6 +142,6 @@ class HQQ(Algorithm):
 
 def _targets(model: nn.Module, params: Mapping[str, Any]) -> Iterator[tuple[str, nn.Linear]]:
     """Linear layers hqq can group: their weight count must be a multiple of the group size."""
-    for name, linear in linear_layers(model, params["skip_modules"]):
+    for name, linear in linear_layers(model, params["skip_modules"], include_tied=True):
         if linear.weight.numel() % params["group_size"] == 0:
             yield name, linear

