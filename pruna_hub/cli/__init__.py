@@ -20,6 +20,7 @@ _COMMANDS: dict[str, str] = {
     "db": "pruna_hub.cli.db:db",
     "catalogue": "pruna_hub.cli.catalogue:catalogue",
     "sync": "pruna_hub.cli.sync:sync",
+    "seed": "pruna_hub.cli.seed:seed",
 }
 
 
