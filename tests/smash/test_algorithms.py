@@ -156,8 +156,8 @@ def test_kernel_falls_back_to_dequantize_where_the_layout_does_not_map() -> None
     assert group16._kernel_weight is None
 
 
-def test_hqq_skips_tied_lm_head_and_named_modules(tiny_llama: nn.Module) -> None:
-    smashed = smash(tiny_llama, {"hqq": {"skip_modules": "down_proj"}})
+def test_hqq_skips_named_modules(tiny_llama: nn.Module) -> None:
+    smashed = smash(tiny_llama, {"hqq": {"skip_modules": "down_proj, lm_head"}})
     layers = dict(smashed.model.named_modules())
     assert isinstance(layers["model.layers.0.self_attn.q_proj"], QuantizedLinear)
     assert type(layers["model.layers.0.mlp.down_proj"]) is nn.Linear
@@ -165,6 +165,13 @@ def test_hqq_skips_tied_lm_head_and_named_modules(tiny_llama: nn.Module) -> None
     recorded = smashed.metadata["hqq"]["layers"]
     assert "lm_head" not in recorded and "model.layers.1.mlp.down_proj" not in recorded
     assert len(recorded) == 2 * 6
+
+
+def test_hqq_keeps_the_tied_lm_head_by_default(tiny_llama: nn.Module) -> None:
+    smashed = smash(tiny_llama, {"hqq": {}})
+    assert smashed.model.lm_head.weight is smashed.model.model.embed_tokens.weight
+    assert smashed.model.config.tie_word_embeddings is True
+    assert len(smashed.metadata["hqq"]["layers"]) == 2 * 7
 
 
 def test_hqq_unties_a_tied_lm_head_it_is_asked_to_quantize(tiny_llama: nn.Module, tmp_path: Path) -> None:
