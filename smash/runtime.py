@@ -136,6 +136,7 @@ class StaticGenerationRuntime:
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Write the prompt into the cache from position 0; return logits of its last token (B, vocab)."""
         length, chunk = input_ids.shape[1], self.spec.prefill_chunk
+        self._check_fits(length)
         self._set_length(0)
         logits = torch.empty(0)
         for start in range(0, length, chunk):
@@ -150,9 +151,17 @@ class StaticGenerationRuntime:
 
     def decode(self, token: torch.Tensor, position: int) -> torch.Tensor:
         """Feed one token per row at ``position``; return next-token logits (B, vocab)."""
+        self._check_fits(position + 1)
         self._token.copy_(token)
         self._token_pos.fill_(position)
         return self._forward(self._token, self._token_pos, None)[:, -1, :]
+
+    def _check_fits(self, positions: int) -> None:
+        if positions > self.spec.max_cache_len:
+            raise GenerationInputError(
+                f"{positions} positions do not fit the static cache (max_cache_len "
+                f"{self.spec.max_cache_len}); smash with a larger static_cache.max_cache_len."
+            )
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         # One fixed autograd state whatever the caller's: grad and inference mode are part of the guards,
