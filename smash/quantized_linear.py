@@ -79,6 +79,13 @@ class QuantizedLinear(nn.Module):
     flat, hqq's group order for ``axis``), optional ``bias``. Everything else is derived.
     """
 
+    qweight: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor
+    _kernel_weight: torch.Tensor | None
+    _kernel_scale_zeros: torch.Tensor | None
+    compute_dtype: torch.dtype
+
     def __init__(
         self,
         in_features: int,
@@ -236,6 +243,11 @@ class Int8Linear(nn.Module):
     Saved buffers: ``qweight`` (int8, ``[out, in]``), ``scale`` (float32, ``[out]``), optional ``bias``.
     Runs on ``_weight_int8pack_mm`` with bfloat16 activations (its fast path on CPU), else dequantizes.
     """
+
+    qweight: torch.Tensor
+    scale: torch.Tensor
+    _kernel_scale: torch.Tensor | None
+    compute_dtype: torch.dtype
 
     def __init__(
         self,
