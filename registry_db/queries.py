@@ -8,7 +8,7 @@ value), so sorting by a metric and "best per base" walk one index in order and s
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -80,7 +80,9 @@ class Entry:
     updated_at: datetime
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Shallow on purpose: asdict() deep-copies every value and was half of export's time.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["algorithms"] = list(self.algorithms)
         data["updated_at"] = self.updated_at.isoformat()
         return data
 
