@@ -27,6 +27,7 @@ import argparse
 import copy
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from smash import registry, smash
+from smash import PrunaModel, registry, smash
 from smash.evaluation import EfficiencyReport, QualityReport, Settings, format_table, plot_sweep
 from smash.evaluation.efficiency import measure_efficiency
 from smash.evaluation.evaluate import environment
 from smash.evaluation.quality import evaluate_quality
+from smash.evaluation.table import reference_quality
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NEEDED = ("hqq", "static_cache", "torch_compile")
@@ -73,7 +75,7 @@ def hand_assembled(base: nn.Module, bits: int, group_size: int) -> nn.Module:
     """hqq's HQQLinear in place of each decoder nn.Linear, then torch.compile(forward); nothing else."""
     from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
 
-    model = copy.deepcopy(base)
+    model: Any = copy.deepcopy(base)
     quant_config = BaseQuantizeConfig(nbits=bits, group_size=group_size, axis=1)
     for module in list(model.model.layers.modules()):
         for child_name, child in list(module.named_children()):
@@ -82,7 +84,7 @@ def hand_assembled(base: nn.Module, bits: int, group_size: int) -> nn.Module:
                     child, quant_config, compute_dtype=torch.float32, device="cpu", del_orig=True
                 )
                 setattr(module, child_name, layer)
-    model.forward = torch.compile(model.forward)  # type: ignore[method-assign]
+    model.forward = torch.compile(model.forward)
     return model
 
 
@@ -125,15 +127,31 @@ def build_columns(
     return columns, setup
 
 
-def measure(columns: dict[str, Any], settings: Settings, tokenizer: Any) -> dict[str, EfficiencyReport]:
+def saved_folder(label: str, model: Any, base_path: Path, scratch: Path) -> Path | None:
+    """Where the column's model lies on disk: the base folder, our saved artifact; none for hand-assembled
+    (hqq's HQQLinear has no safetensors format of its own)."""
+    if label.startswith("base"):
+        return base_path
+    if isinstance(model, PrunaModel):
+        return model.save_pretrained(scratch / "smashed")
+    return None
+
+
+def measure(
+    columns: dict[str, Any], settings: Settings, tokenizer: Any, base_path: Path
+) -> dict[str, EfficiencyReport]:
     reports: dict[str, EfficiencyReport] = {}
-    for label, model in columns.items():
-        if isinstance(model, str):
-            continue
-        path = "generate" if label.startswith(("base", "hand")) else "auto"
-        log(f"measuring {label} ({path})")
-        column_settings = Settings(**{**settings.to_dict(), "decode_path": path})
-        reports[label] = measure_efficiency(model, column_settings, label=label, tokenizer=tokenizer)
+    with tempfile.TemporaryDirectory(prefix="article-table-") as scratch:
+        for label, model in columns.items():
+            if isinstance(model, str):
+                continue
+            path = "generate" if label.startswith(("base", "hand")) else "auto"
+            saved = saved_folder(label, model, base_path, Path(scratch))
+            log(f"measuring {label} ({path})")
+            column_settings = Settings(**{**settings.to_dict(), "decode_path": path})
+            reports[label] = measure_efficiency(
+                model, column_settings, label=label, tokenizer=tokenizer, saved_path=saved
+            )
     return reports
 
 
@@ -145,6 +163,9 @@ def quality(columns: dict[str, Any], settings: Settings, tokenizer: Any) -> dict
         if not isinstance(columns[label], str):
             log(f"quality of {label} against base")
             result[label] = evaluate_quality(base, columns[label], settings, tokenizer=tokenizer)
+    measured = [q for q in result.values() if q is not None]
+    if measured:
+        result[labels[0]] = reference_quality(measured[0])
     return result
 
 
@@ -168,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(path)
     started = time.perf_counter()
     columns, setup = build_columns(base, settings, args)
-    reports = measure(columns, settings, tokenizer)
+    reports = measure(columns, settings, tokenizer, path)
     qualities = quality(columns, settings, tokenizer)
     table = format_table(reports, {k: v for k, v in qualities.items() if k in reports})
     print(table)

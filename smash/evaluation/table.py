@@ -107,20 +107,23 @@ def format_table(
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
+def reference_quality(quality: QualityReport) -> QualityReport:
+    """The base model's own column: KL 0, agreement 1, its perplexity, cosine 1 (same prompt set)."""
+    return QualityReport(
+        kind=quality.kind,
+        prompts=quality.prompts,
+        positions=quality.positions,
+        kl_mean=0.0,
+        top1_agreement=1.0,
+        perplexity_smashed=quality.perplexity_base,
+        cosine_mean=1.0 if quality.cosine_mean is not None else None,
+    )
+
+
 def report_table(report: EvaluationReport) -> str:
     """The two-column table of an EvaluationReport; the base column's quality cells are the reference."""
     columns = {report.base.label: report.base, report.smashed.label: report.smashed}
     quality = None
     if report.quality is not None:
-        q = report.quality
-        reference = QualityReport(
-            kind=q.kind,
-            prompts=q.prompts,
-            positions=q.positions,
-            kl_mean=0.0,
-            top1_agreement=1.0,
-            perplexity_smashed=q.perplexity_base,
-            cosine_mean=1.0 if q.cosine_mean is not None else None,
-        )
-        quality = {report.base.label: reference, report.smashed.label: q}
+        quality = {report.base.label: reference_quality(report.quality), report.smashed.label: report.quality}
     return format_table(columns, quality)
