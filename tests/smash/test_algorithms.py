@@ -214,6 +214,16 @@ def test_half_then_hqq_compose(tiny_llama: nn.Module, tmp_path: Path) -> None:
     assert torch.equal(logits(PrunaModel.from_pretrained(tmp_path), ids), logits(smashed, ids))
 
 
+@pytest.mark.skipif("torch_compile" not in registry, reason="torch_compile is not registered")
+def test_hqq_layers_compile_into_one_graph(tiny_llama: nn.Module) -> None:
+    """The int4 kernel ops have fake-tensor implementations, so dynamo traces them without graph breaks."""
+    ids = input_ids()
+    eager = smash(tiny_llama, {"hqq": {}})
+    compiled = smash(tiny_llama, {"hqq": {}, "torch_compile": {"backend": "aot_eager", "fullgraph": True}})
+    assert compiled.order == ["hqq", "torch_compile"]
+    assert torch.equal(logits(compiled, ids), logits(eager, ids))
+
+
 def test_restore_refuses_a_tampered_layer_table(tiny_llama: nn.Module) -> None:
     params = SmashConfig({"hqq": {}})["hqq"]
     hqq = registry.create("hqq")
