@@ -203,3 +203,19 @@ def test_hqq_2bit_has_worse_kl_than_8bit_on_smollm2(
     assert q2.perplexity_smashed is not None and q8.perplexity_smashed is not None
     assert q2.perplexity_smashed > q8.perplexity_smashed
     assert q8.perplexity_base == q2.perplexity_base
+
+
+@pytest.mark.slow
+def test_inputs_from_the_real_tokenizer(smollm2_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from smash.evaluation.prompts import efficiency_input_ids, quality_prompt_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    ids = efficiency_input_ids(tokenizer, tokenizer.vocab_size, length=50, batch_size=2, seed=0)
+    assert ids.shape == (2, 50) and not torch.equal(ids[0], ids[1])
+    assert tokenizer.decode(ids[0]).startswith(load_prompts()[0])
+    chats = quality_prompt_ids(tokenizer, tokenizer.vocab_size, count=3, chat=True, seed=0)
+    plain = quality_prompt_ids(tokenizer, tokenizer.vocab_size, count=3, chat=False, seed=0)
+    assert len(chats) == 3 and all(len(c) > len(p) for c, p in zip(chats, plain, strict=True))
+    assert "assistant" in tokenizer.decode(chats[0][-4:])

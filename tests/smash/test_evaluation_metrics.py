@@ -195,3 +195,12 @@ def test_plot_is_a_non_trivial_png(tmp_path: Path) -> None:
     series = sweep_data({"base": report.base})["base"]
     assert series["generation_length"] == [10, 20]
     assert series["peak_memory_gb"] == [pytest.approx(12000 / 1e9), pytest.approx(14000 / 1e9)]
+
+
+def test_the_shipped_prompt_set_is_a_few_dozen_distinct_prompts() -> None:
+    from smash.evaluation.prompts import load_prompts
+
+    prompts = load_prompts()
+    assert 30 <= len(prompts) <= 100
+    assert len(set(prompts)) == len(prompts)
+    assert all(len(p.split()) >= 3 for p in prompts)
