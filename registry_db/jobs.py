@@ -102,9 +102,8 @@ def create_or_get_job(
         "finished_at": now if state is JobState.SKIPPED else None,
     }
     created = insert_ignore(session, Job, values, ["namespace", "idempotency_key"])
-    job = session.scalars(
-        select(Job).where(Job.namespace == base_model.namespace, Job.idempotency_key == key)
-    ).one()
+    query = select(Job).where(Job.namespace == base_model.namespace, Job.idempotency_key == key)
+    job = session.scalars(query.execution_options(populate_existing=True)).one()
     return job, created
 
 

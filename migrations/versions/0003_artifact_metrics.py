@@ -49,7 +49,8 @@ def upgrade() -> None:
         batch_op.create_index("ix_artifact_metrics_base", ["base_model_id", "name"], unique=False)
     op.execute(
         "INSERT INTO artifact_metrics "
-        "(artifact_id, name, namespace, architecture, base_model_id, value, unit) SELECT a.id, m.name, a.namespace, b.architecture, a.base_model_id, m.value, m.unit "
+        "(artifact_id, name, namespace, architecture, base_model_id, value, unit) "
+        "SELECT a.id, m.name, a.namespace, b.architecture, a.base_model_id, m.value, m.unit "
         "FROM artifacts a JOIN base_models b ON b.id = a.base_model_id "
         "JOIN metrics m ON m.run_id = a.smashed_run_id"
     )
