@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from smash.algorithms.base import Group
+from smash.errors import EvaluationInputError
 from smash.evaluation.memory import PeakMemoryMeter
 from smash.evaluation.prompts import efficiency_input_ids
 from smash.evaluation.report import EfficiencyReport, RunMeasurement, SweepPoint
@@ -50,7 +52,7 @@ def owns_generation(model: Any) -> bool:
     config = model.__dict__.get("smash_config") if not isinstance(model, torch.nn.Module) else None
     if config is None:
         return False
-    return any(config.registry.get(name).group.value == "cacher" for name in config)
+    return any(config.registry.get(name).group is Group.CACHER for name in config)
 
 
 def choose_decode_path(model: Any, settings: Settings) -> str:
@@ -96,6 +98,17 @@ def model_device(model: Any) -> torch.device:
     return torch.device("cpu")
 
 
+def measurement_device(model: Any, settings: Settings) -> torch.device:
+    """Where the model's weights are; a ``settings.device`` that disagrees is an error, not a move."""
+    device = model_device(model)
+    if settings.device is not None and device.type != settings.device:
+        raise EvaluationInputError(
+            f"settings.device is {settings.device!r} but the model's weights are on {device}",
+            f"Move the model with .to({settings.device!r}) first, or leave settings.device unset.",
+        )
+    return device
+
+
 def _runner(path: str) -> Callable[[Any, torch.Tensor, int, torch.device], Timing]:
     if path == "forward":
         return lambda model, ids, _n, device: forward_run(model, ids, device)
@@ -127,7 +140,7 @@ def measure_efficiency(
     saved_path: str | os.PathLike[str] | None = None,
 ) -> EfficiencyReport:
     """Warm up at the first (prompt, generation) length, then time every length of the sweep."""
-    device = torch.device(settings.device) if settings.device else model_device(model)
+    device = measurement_device(model, settings)
     path = choose_decode_path(model, settings)
     run = _runner(path)
     vocab = int(getattr(unwrap(model).config, "vocab_size", 256))

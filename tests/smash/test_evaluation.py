@@ -219,3 +219,10 @@ def test_inputs_from_the_real_tokenizer(smollm2_path: Path) -> None:
     plain = quality_prompt_ids(tokenizer, tokenizer.vocab_size, count=3, chat=False, seed=0)
     assert len(chats) == 3 and all(len(c) > len(p) for c, p in zip(chats, plain, strict=True))
     assert "assistant" in tokenizer.decode(chats[0][-4:])
+
+
+def test_a_device_setting_that_disagrees_with_the_weights_is_refused(tiny_llama: torch.nn.Module) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA to place the weights elsewhere")
+    with pytest.raises(EvaluationInputError, match="settings.device is 'cuda'"):
+        evaluate(tiny_llama, tiny_llama, settings=Settings(device="cuda", quality=False))
