@@ -183,7 +183,7 @@ def best_command(
     if fmt == "json":
         click.echo(json.dumps([b.to_dict() for b in best], indent=2))
         return
-    headers = ["BASE", "ARCH", "BEST ARTIFACT", "RECIPE", metric.upper(), "BASE VALUE", "OF", "CANDIDATES"]
+    headers = ["BASE", "ARCH", "BEST ARTIFACT", "RECIPE", metric.upper(), "BASE VALUE", "RATIO", "CANDIDATES"]
     rows = [
         [
             f"{b.base_repo_id}@{b.base_revision[:7]}",
