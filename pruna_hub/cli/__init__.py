@@ -21,6 +21,7 @@ _COMMANDS: dict[str, str] = {
     "catalogue": "pruna_hub.cli.catalogue:catalogue",
     "sync": "pruna_hub.cli.sync:sync",
     "seed": "pruna_hub.cli.seed:seed",
+    "worker": "pruna_hub.cli.sync:worker",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ class StopFlag:
 
     def __call__(self) -> bool:
         return self.stopped
+
+    def wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopped and time.monotonic() < deadline:
+            time.sleep(min(0.2, seconds))
 
     def install(self) -> None:
         def handler(signum: int, frame: Any) -> None:
@@ -82,7 +88,21 @@ def _settings(options: dict[str, Any], config_file: Path | None, endpoint: str |
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), help="Device to smash on (default: cuda if available)."
 )
-@click.option("--executor", type=click.Choice(["inprocess"]), default="inprocess", show_default=True)
+@click.option(
+    "--executor",
+    type=click.Choice(["inprocess", "ray"]),
+    default="inprocess",
+    show_default=True,
+    help="Where jobs run: this process, or Ray tasks.",
+)
+@click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to join (default: start a local Ray).")
+@click.option(
+    "--parallelism",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Jobs in flight at once with --executor ray.",
+)
 @click.option(
     "--local-hub",
     type=click.Path(file_okay=False, path_type=Path),
@@ -107,12 +127,15 @@ def sync(
     target_org: str | None,
     device: str | None,
     executor: str,
+    ray_address: str | None,
+    parallelism: int,
     local_hub: Path | None,
     config_file: Path | None,
     fmt: str,
 ) -> None:
     """Watch the Hub for new models and publish smashed copies of them."""
     from pruna_hub.sync.context import SyncContext
+    from pruna_hub.sync.executors import make_executor
     from pruna_hub.sync.service import sync_once, watch
 
     options = {"limit": limit, "authors": authors, "search": search, "recipe_dirs": recipe_dirs}
@@ -122,11 +145,16 @@ def sync(
     with local_hub_endpoint(local_hub) as endpoint:
         settings = _settings(options, config_file, endpoint)
         ctx = SyncContext.open(settings)
+        runner = make_executor(executor, ray_address=ray_address, parallelism=parallelism)
         try:
             if once or dry_run:
-                summary = sync_once(ctx, dry_run=dry_run, run=not schedule_only)
+                summary = sync_once(
+                    ctx, dry_run=dry_run, run=not schedule_only, executor=runner, should_stop=stop
+                )
             else:
-                summary = watch(ctx, interval_s=interval, should_stop=stop)
+                summary = watch(
+                    ctx, interval_s=interval, should_stop=stop, run=not schedule_only, executor=runner
+                )
             entries = _published_entries(ctx, summary)
         finally:
             ctx.close()
@@ -203,3 +231,64 @@ def _render(data: dict[str, Any], fmt: str) -> None:
         click.echo("")
         click.echo(json.dumps(entry, indent=2, sort_keys=True, default=str))
         click.echo(f"card: {entry['card_path']}")
+
+
+@click.command("worker")
+@click.option("--executor", type=click.Choice(["inprocess", "ray"]), default="inprocess", show_default=True)
+@click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to join (default: start a local Ray).")
+@click.option("--parallelism", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=10,
+    show_default=True,
+    help="Seconds between looks for new jobs.",
+)
+@click.option("--exit-when-empty", is_flag=True, help="Stop when no job is runnable instead of polling.")
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs.")
+@click.option(
+    "--recipe-dir",
+    "recipe_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]))
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def worker(
+    executor: str,
+    ray_address: str | None,
+    parallelism: int,
+    poll_interval: float,
+    exit_when_empty: bool,
+    max_jobs: int | None,
+    recipe_dirs: tuple[Path, ...],
+    device: str | None,
+    config_file: Path | None,
+    fmt: str,
+) -> None:
+    """Claim queued jobs from the catalogue and run them (start one per machine or GPU).
+
+    SIGTERM lets the running job finish, then stops; a worker that dies instead leaves a lease that
+    expires (PRUNA_HUB_LEASE_SECONDS), after which another worker takes the job over.
+    """
+    from pruna_hub.sync.context import SyncContext
+    from pruna_hub.sync.executors import make_executor
+    from pruna_hub.sync.service import SyncSummary
+
+    stop = StopFlag()
+    stop.install()
+    settings = _settings({"recipe_dirs": recipe_dirs, "device": device}, config_file, None)
+    ctx = SyncContext.open(settings)
+    runner = make_executor(executor, ray_address=ray_address, parallelism=parallelism)
+    summary = SyncSummary()
+    try:
+        while not stop():
+            left = None if max_jobs is None else max_jobs - len(summary.outcomes)
+            summary.outcomes += runner.drain(ctx, max_jobs=left, should_stop=stop)
+            if exit_when_empty or (max_jobs is not None and len(summary.outcomes) >= max_jobs):
+                break
+            stop.wait(poll_interval)
+    finally:
+        ctx.close()
+    _render(summary.to_dict() | {"published": []}, fmt)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pruna_hub.hub_client import HubClient, RetryPolicy
 from pruna_hub.recipes import RecipeBook, load_recipes
 from pruna_hub.settings import Settings
+from pruna_hub.sync.steps import ModelSteps
 
 if TYPE_CHECKING:
     from registry_db import Catalogue
@@ -37,6 +38,7 @@ class SyncContext:
     device: str
     owner: str = field(default_factory=worker_name)
     report: Callable[[str], None] = stderr_reporter
+    steps: ModelSteps = field(default_factory=ModelSteps)
 
     @classmethod
     def open(

@@ -177,19 +177,19 @@ def _execute(ctx: SyncContext, plan: Plan, heartbeat: Heartbeat, outcome: JobOut
 def _smash_and_publish(
     ctx: SyncContext, plan: Plan, heartbeat: Heartbeat, workdir: Path, outcome: JobOutcome
 ) -> None:
-    from pruna_hub.sync.steps import evaluate_models, load_base, smash_base
-
     ctx.report(f"job {plan.job_id}: downloading {plan.base_repo_id}@{plan.revision[:12]}")
     base_path = ctx.hub.download(plan.base_repo_id, revision=plan.revision, allow_patterns=BASE_PATTERNS)
-    base, tokenizer = load_base(base_path, device=ctx.device)
+    base, tokenizer = ctx.steps.load_base(base_path, device=ctx.device)
     ctx.report(f"job {plan.job_id}: smashing with {plan.recipe.name} ({' -> '.join(plan.recipe.order)})")
-    smashed = smash_base(base, plan.recipe, tokenizer=tokenizer, device=ctx.device)
+    smashed = ctx.steps.smash(base, plan.recipe, tokenizer=tokenizer, device=ctx.device)
     with ctx.catalogue.session() as session:
         advance_job(session, heartbeat.lease, "smashed")
     folder = workdir / "artifact"
     smashed.save_pretrained(folder)
     ctx.report(f"job {plan.job_id}: evaluating against the base")
-    report = evaluate_models(base, smashed, plan.recipe, tokenizer, base_path=base_path, smashed_path=folder)
+    report = ctx.steps.evaluate(
+        base, smashed, plan.recipe, tokenizer, base_path=base_path, smashed_path=folder
+    )
     outcome.metrics = evaluation_metrics(report)
     _record_runs(ctx, plan, heartbeat.lease, report)
     failures = _gate(plan.recipe, report)

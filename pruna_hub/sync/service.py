@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pruna_hub.sync.context import SyncContext
 from pruna_hub.sync.discovery import Decision, discover
 from pruna_hub.sync.job import JobOutcome, run_job
 from registry_db.jobs import claim_next_job
+
+if TYPE_CHECKING:
+    from pruna_hub.sync.executors import Executor
 
 
 @dataclass
@@ -53,23 +56,45 @@ def work(
 
 
 def sync_once(
-    ctx: SyncContext, *, dry_run: bool = False, schedule: bool = True, run: bool = True
+    ctx: SyncContext,
+    *,
+    dry_run: bool = False,
+    schedule: bool = True,
+    run: bool = True,
+    executor: Executor | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> SyncSummary:
+    """One pass: discover and queue (``schedule``), then drain the runnable jobs (``run``)."""
     summary = SyncSummary()
     if schedule:
         summary.decisions = discover(ctx, dry_run=dry_run)
         for decision in summary.decisions:
             ctx.report(_describe(decision))
     if run and not dry_run:
-        summary.outcomes = work(ctx)
+        if executor is None:
+            from pruna_hub.sync.executors import InProcessExecutor
+
+            executor = InProcessExecutor()
+        summary.outcomes = executor.drain(ctx, should_stop=should_stop)
     return summary
 
 
-def watch(ctx: SyncContext, *, interval_s: float, should_stop: Callable[[], bool]) -> SyncSummary:
-    """Sync every ``interval_s`` seconds until ``should_stop``; returns everything done."""
+def watch(
+    ctx: SyncContext,
+    *,
+    interval_s: float,
+    should_stop: Callable[[], bool],
+    schedule: bool = True,
+    run: bool = True,
+    executor: Executor | None = None,
+) -> SyncSummary:
+    """A pass every ``interval_s`` seconds until ``should_stop``; returns everything done.
+
+    With ``schedule=False`` this is a worker: it only drains jobs that schedulers queued.
+    """
     total = SyncSummary()
     while not should_stop():
-        once = sync_once(ctx)
+        once = sync_once(ctx, schedule=schedule, run=run, executor=executor, should_stop=should_stop)
         total.decisions += once.decisions
         total.outcomes += once.outcomes
         deadline = time.monotonic() + interval_s
