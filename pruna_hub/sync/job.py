@@ -35,23 +35,12 @@ from registry_db.jobs import Lease, advance_job, complete_job, fail_job
 from registry_db.models import BaseModel
 from registry_db.models import Recipe as RecipeRow
 from registry_db.records import record_artifact, record_benchmark_run, set_verification
+from smash.hub import LOADER_PATTERNS
 
 logger = logging.getLogger(__name__)
 
-BASE_PATTERNS = [
-    "config.json",
-    "generation_config.json",
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
-]
+# The base snapshot: what transformers needs to load it (the loader's own list, minus smash's files).
+BASE_PATTERNS = [p for p in LOADER_PATTERNS if not p.startswith("smash_")] + ["*.safetensors.index.json"]
 
 
 @dataclass(frozen=True)
