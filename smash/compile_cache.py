@@ -122,6 +122,8 @@ def write_archive(model: nn.Module, folder: Path) -> Path | None:
     """Pack the model's compile directory into ``folder``; None when there is nothing to pack."""
     key = model.__dict__.get(KEY_ATTR)
     if not isinstance(key, str) or not enabled() or not directory_for(key).is_dir():
+        for stale in (ARCHIVE_FILE, MANIFEST_FILE):  # an earlier save into this folder must not linger
+            (folder / stale).unlink(missing_ok=True)
         return None
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     archive = folder / ARCHIVE_FILE
