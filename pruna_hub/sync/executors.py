@@ -130,15 +130,15 @@ class RayExecutor:
             outcomes.append(self._collect(ctx, ray, done[0], lease))
 
     def _claim(self, ctx: SyncContext) -> Lease | None:
-        with ctx.catalogue.session() as session:
-            return claim_next_job(
+        return ctx.write(
+            lambda session: claim_next_job(
                 session, ctx.owner, namespace=ctx.catalogue.namespace, lease_for=ctx.lease_for
             )
+        )
 
     def _gpus(self, ctx: SyncContext, lease: Lease) -> int:
-        with ctx.catalogue.read_session() as session:
-            row = session.get(RecipeRow, lease.recipe_id)
-            name = row.name if row is not None else ""
+        row = ctx.read(lambda session: session.get(RecipeRow, lease.recipe_id))
+        name = row.name if row is not None else ""
         recipe = ctx.book.get(name) if name in ctx.book else None
         return 1 if recipe is not None and recipe.device == "cuda" else 0
 
@@ -156,14 +156,15 @@ def _record_crash(ctx: SyncContext, lease: Lease, error: BaseException) -> JobOu
     message = f"the Ray task running the job died: {type(error).__name__}: {str(error).splitlines()[0]}"
     outcome = JobOutcome(lease.job_id, state="failed", error=message)
     try:
-        with ctx.catalogue.session() as session:
-            state = fail_job(
+        state = ctx.write(
+            lambda session: fail_job(
                 session,
                 lease,
                 error_type="WorkerCrashed",
                 message=message,
                 retry_after=timedelta(seconds=ctx.settings.retry_base_seconds),
             )
+        )
         outcome.state = state.value
     except LeaseLostError:
         outcome.state = "lease_lost"

@@ -21,7 +21,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub.hf_api import RepoFile
 
@@ -36,6 +36,9 @@ from registry_db.models import BaseModel
 from registry_db.models import Recipe as RecipeRow
 from registry_db.records import record_artifact, record_benchmark_run, set_verification
 from smash.hub import LOADER_PATTERNS
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +111,12 @@ def _published_commit(ctx: SyncContext, plan: Plan) -> str | None:
 
 
 def plan_job(ctx: SyncContext, lease: Lease) -> Plan:
-    with ctx.catalogue.read_session() as session:
-        base = session.get(BaseModel, lease.base_model_id)
-        row = session.get(RecipeRow, lease.recipe_id)
-        assert base is not None and row is not None  # foreign keys of the claimed job
-        repo_id, revision, license_ = base.repo_id, base.revision, base.license
-        name, content_hash = row.name, row.content_hash
+    base, row = ctx.read(
+        lambda session: (session.get(BaseModel, lease.base_model_id), session.get(RecipeRow, lease.recipe_id))
+    )
+    assert base is not None and row is not None  # foreign keys of the claimed job
+    repo_id, revision, license_ = base.repo_id, base.revision, base.license
+    name, content_hash = row.name, row.content_hash
     if name not in ctx.book:
         raise JobPlanError(lease.job_id, f"recipe {name!r} is no longer loaded", "Add its directory back.")
     recipe = ctx.book.get(name)
@@ -171,8 +174,7 @@ def _smash_and_publish(
     base, tokenizer = ctx.steps.load_base(base_path, device=ctx.device)
     ctx.report(f"job {plan.job_id}: smashing with {plan.recipe.name} ({' -> '.join(plan.recipe.order)})")
     smashed = ctx.steps.smash(base, plan.recipe, tokenizer=tokenizer, device=ctx.device)
-    with ctx.catalogue.session() as session:
-        advance_job(session, heartbeat.lease, "smashed")
+    ctx.write(lambda session: advance_job(session, heartbeat.lease, "smashed"))
     folder = workdir / "artifact"
     smashed.save_pretrained(folder)
     ctx.report(f"job {plan.job_id}: evaluating against the base")
@@ -184,8 +186,7 @@ def _smash_and_publish(
     failures = _gate(plan.recipe, report)
     if failures:
         raise QualityGateError(plan.recipe.name, failures)
-    with ctx.catalogue.session() as session:
-        advance_job(session, heartbeat.lease, "benchmarked")
+    ctx.write(lambda session: advance_job(session, heartbeat.lease, "benchmarked"))
     build_artifact_folder(ctx, plan, smashed, report, folder)
     ctx.report(f"job {plan.job_id}: publishing {plan.target_repo_id}")
     publication = ctx.hub.publish_folder(
@@ -221,25 +222,30 @@ def _finish(
     reference: tuple[Any, Any] | None,
 ) -> None:
     relation = _relation(plan.recipe)
-    with ctx.catalogue.session() as session:
-        artifact = record_artifact(
-            session,
-            job_id=plan.job_id,
-            repo_id=plan.target_repo_id,
-            commit_sha=commit_sha,
-            files=files,
-            tag=plan.tag,
-            relation=relation,
+    artifact_id = ctx.write(
+        lambda session: (
+            record_artifact(
+                session,
+                job_id=plan.job_id,
+                repo_id=plan.target_repo_id,
+                commit_sha=commit_sha,
+                files=files,
+                tag=plan.tag,
+                relation=relation,
+            ).id
         )
-        artifact_id = artifact.id
+    )
     ctx.report(f"job {plan.job_id}: verifying {plan.target_repo_id}@{commit_sha[:12]} loads and runs")
     verified, message = verify_artifact(ctx, plan.target_repo_id, commit_sha, reference=reference)
-    with ctx.catalogue.session() as session:
+
+    def record(session: Session) -> None:
         set_verification(session, artifact_id, verified=verified, message=message)
         if verified:
             complete_job(session, lease)
         else:
             fail_job(session, lease, error_type="VerificationFailed", message=message)
+
+    ctx.write(record)
     outcome.state = "published" if verified else "failed"
     outcome.commit_sha = commit_sha
     outcome.error = None if verified else message
@@ -272,7 +278,8 @@ def _record_runs(ctx: SyncContext, plan: Plan, lease: Lease, report: Any) -> Non
     from pruna_hub.sync.artifact import hardware_of, run_metrics, versions_of
 
     data = report.to_dict()
-    with ctx.catalogue.session() as session:
+
+    def record(session: Session) -> None:
         for subject, efficiency in (("base", report.base), ("smashed", report.smashed)):
             record_benchmark_run(
                 session,
@@ -287,6 +294,8 @@ def _record_runs(ctx: SyncContext, plan: Plan, lease: Lease, report: Any) -> Non
                 namespace=ctx.catalogue.namespace,
             )
 
+    ctx.write(record)
+
 
 def _record_failure(ctx: SyncContext, lease: Lease, error: BaseException, outcome: JobOutcome) -> None:
     retry = _retry_delay(error, lease.attempt, base=timedelta(seconds=ctx.settings.retry_base_seconds))
@@ -294,10 +303,11 @@ def _record_failure(ctx: SyncContext, lease: Lease, error: BaseException, outcom
     if not isinstance(error, HubError | QualityGateError | JobPlanError):
         logger.debug("job %s failed:\n%s", lease.job_id, "".join(traceback.format_exception(error)))
     try:
-        with ctx.catalogue.session() as session:
-            state = fail_job(
+        state = ctx.write(
+            lambda session: fail_job(
                 session, lease, error_type=type(error).__name__, message=message[:4000], retry_after=retry
             )
+        )
     except LeaseLostError as e:
         outcome.state, outcome.error = "lease_lost", str(e)
         return

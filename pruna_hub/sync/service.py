@@ -44,10 +44,11 @@ def work(
     """Claim and run runnable jobs one at a time until none is left (or ``max_jobs``, or a stop request)."""
     outcomes: list[JobOutcome] = []
     while (max_jobs is None or len(outcomes) < max_jobs) and not should_stop():
-        with ctx.catalogue.session() as session:
-            lease = claim_next_job(
+        lease = ctx.write(
+            lambda session: claim_next_job(
                 session, ctx.owner, namespace=ctx.catalogue.namespace, lease_for=ctx.lease_for
             )
+        )
         if lease is None:
             break
         ctx.report(f"job {lease.job_id}: claimed (attempt {lease.attempt})")
