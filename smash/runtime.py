@@ -246,7 +246,7 @@ class StaticGenerationRuntime:
         out: list[torch.Tensor] = []
         for step in range(request.max_new_tokens):
             if step < request.min_new_tokens and request.eos:
-                logits[:, eos_tensor] = float("-inf")
+                logits[:, eos_tensor[eos_tensor < logits.shape[-1]]] = float("-inf")
             token = request.sampler(logits) if request.sampler is not None else logits.argmax(-1)
             row_tokens = torch.where(finished, torch.full_like(token[:rows], request.pad), token[:rows])
             out.append(row_tokens)

@@ -53,6 +53,22 @@ def test_static_cache_runtime_equals_transformers_greedy(tiny_llama: torch.nn.Mo
         assert torch.equal(out, reference(tiny_llama, ids, new)), (length, new)
 
 
+def test_static_cache_runtime_serves_gpt2_too() -> None:
+    """Another attention implementation (absolute positions, Conv1D projections), same exactness."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=256, n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=0,
+                        eos_token_id=0, architectures=["GPT2LMHeadModel"])  # fmt: skip
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(config).eval()
+    smashed = smash(gpt2, {"static_cache": RUNTIME})
+    for i, (length, new) in enumerate(REQUESTS[:4]):
+        ids = prompt(length, seed=i)
+        assert torch.equal(
+            smashed.generate(ids, max_new_tokens=new, min_new_tokens=new), reference(gpt2, ids, new)
+        )
+
+
 def test_batches_are_padded_to_the_cache_batch_size(tiny_llama: torch.nn.Module) -> None:
     smashed = smash(tiny_llama, {"static_cache": {**RUNTIME, "batch_size": 3}})
     two_rows = prompt(19, seed=3, rows=2)
