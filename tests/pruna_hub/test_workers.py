@@ -25,6 +25,7 @@ import pytest
 from huggingface_hub import HfApi
 from sync_support import publish_base, write_recipe
 from worker_support import (
+    ENV_CRASH_DIR,
     ENV_HOLD,
     ENV_REPORT,
     canned_report,
@@ -183,7 +184,7 @@ def test_workers_drain_the_queue_each_job_done_exactly_once(
     for code, _, err in results:
         assert code == 0, err
     ran = [[job["job_id"] for job in summary["jobs"]] for _, summary, _ in results]
-    assert sorted(sum(ran, [])) == sorted(job_ids)  # every job run by exactly one worker
+    assert sorted(j for r in ran for j in r) == sorted(job_ids)  # every job run by exactly one worker
     assert all(ran), f"a worker ran no job: {[len(r) for r in ran]}"
     with Catalogue.open(db_url, namespace=namespace) as catalogue:
         jobs = jobs_of(catalogue)
@@ -198,7 +199,7 @@ def test_workers_drain_the_queue_each_job_done_exactly_once(
         repo_id = f"{org}/{base_repo_id.split('/')[1]}-smashed-test"
         assert assert_published_once(store, repo_id, revision, base_repo_id) == by_repo[repo_id].commit_sha
     print(
-        f"{backend}: {JOBS} jobs, {len(workers)} workers, {elapsed:.1f} s ({[len(r) for r in ran]} per worker)"
+        f"{backend}: {JOBS} jobs, {len(workers)} workers, {elapsed:.1f} s, per worker {[len(r) for r in ran]}"
     )
 
 
@@ -360,3 +361,99 @@ def test_workers_survive_their_database_connections_being_killed(
             store, f"{org}/{base_repo_id.split('/')[1]}-smashed-test", revision, base_repo_id
         )
     print(f"killed {killer.killed} connections; attempts {sorted(j.attempts for j in jobs)}")
+
+
+# --- Ray ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local_ray(tmp_path: Path, store: Store) -> Iterator[Path]:
+    """A local Ray (2 CPUs) whose workers reach the served store and crash where the stand-in says.
+
+    Started here rather than by the executor only to add the stand-in's setup hook; ``RayExecutor`` then
+    finds Ray running and submits to it. Yields the crash-marker directory.
+    """
+    ray = pytest.importorskip("ray")
+    crash_dir = tmp_path / "crashes"
+    crash_dir.mkdir()
+    support = str(Path(__file__).resolve().parent)
+    env = {
+        "HF_ENDPOINT": store.endpoint,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_DISABLE_XET": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(filter(None, [support, os.environ.get("PYTHONPATH")])),
+        ENV_CRASH_DIR: str(crash_dir),
+    }
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env, "worker_process_setup_hook": "worker_support.install"},
+    )
+    try:
+        yield crash_dir
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_runs_real_jobs_and_records_crashed_tasks_as_failed_attempts(
+    tmp_path: Path, store: Store, recipe_dir: Path, recipe: Recipe, local_ray: Path
+) -> None:
+    from pruna_hub.settings import load_settings
+    from pruna_hub.sync.context import SyncContext
+    from pruna_hub.sync.executors import RayExecutor
+
+    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
+    with Catalogue.open(url) as catalogue:
+        flaky, flaky_repo, flaky_revision = one_job(store, catalogue, recipe, tmp_path, "ray-flaky")
+        doomed, doomed_repo, _ = one_job(store, catalogue, recipe, tmp_path, "always-crash")
+    settings = load_settings(
+        {
+            "hub_endpoint": store.endpoint,
+            "database_url": url,
+            "recipe_dirs": [recipe_dir],
+            "work_dir": str(tmp_path / "work"),
+            "device": "cpu",
+            "retry_base_seconds": 0,
+            "target_org": "RayOrg",
+        },
+        environ={},
+    )
+    ctx = SyncContext.open(settings, report=lambda message: None)
+    try:
+        outcomes = RayExecutor(num_cpus=2, parallelism=2).drain(ctx)
+    finally:
+        ctx.close()
+
+    states: dict[int, list[str]] = {}
+    for outcome in outcomes:
+        states.setdefault(outcome.job_id, []).append(outcome.state)
+    # The first attempt of every job dies with its Ray worker (os._exit in the stand-in's smash step).
+    assert states == {flaky: ["queued", "published"], doomed: ["queued", "queued", "failed"]}
+    assert all("Ray task running the job died" in (o.error or "") for o in outcomes if o.state != "published")
+    with Catalogue.open(url) as catalogue:
+        jobs = {j.id: j for j in jobs_of(catalogue)}
+        [artifact] = artifacts_of(catalogue, [flaky, doomed])
+        with catalogue.read_session() as session:
+            runs = session.query(BenchmarkRun).filter(BenchmarkRun.job_id == flaky).all()
+    assert (jobs[flaky].state, jobs[flaky].attempts, jobs[flaky].last_error_type) == (
+        "published",
+        2,
+        "WorkerCrashed",
+    )
+    assert (jobs[doomed].state, jobs[doomed].attempts, jobs[doomed].last_error_type) == (
+        "failed",
+        3,
+        "WorkerCrashed",
+    )
+    assert "WorkerCrashedError" in (jobs[doomed].last_error_message or "")
+    # The published job ran for real on a Ray worker: a real evaluation, recorded; a verified artifact.
+    smashed_run = next(r for r in runs if r.subject == "smashed")
+    assert smashed_run.report["quality"]["top1_agreement"] >= 0.8
+    target = f"RayOrg/{flaky_repo.split('/')[1]}-smashed-test"
+    assert artifact.repo_id == target and artifact.verified
+    assert assert_published_once(store, target, flaky_revision, flaky_repo) == artifact.commit_sha
+    assert not store.api().repo_exists(f"RayOrg/{doomed_repo.split('/')[1]}-smashed-test")
