@@ -81,16 +81,26 @@ def model_key(
     """The cache key of one compiled model: environment + what shapes the graphs (not weight values)."""
     to_json = getattr(getattr(model, "config", None), "to_json_string", None)
     config_text = to_json(use_diff=False) if callable(to_json) else ""
-    dtypes = sorted({str(p.dtype) for p in model.parameters()})
     signature = {
         "environment": dict(env),
         "model": type(model).__qualname__,
         "config": hashlib.sha256(config_text.encode()).hexdigest(),
-        "dtypes": dtypes,
+        "structure": _structure_hash(model),
         "compile": dict(params),
         "shapes": dict(shapes),
     }
     return hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _structure_hash(model: nn.Module) -> str:
+    """Module classes and tensor names/shapes/dtypes: what a quantizer or pruner changed, not the values."""
+    digest = hashlib.sha256()
+    for name, module in model.named_modules():
+        digest.update(f"{name}:{type(module).__module__}.{type(module).__qualname__};".encode())
+    for name, tensor in model.state_dict().items():
+        if isinstance(tensor, torch.Tensor):
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -377,3 +377,15 @@ def test_load_with_a_foreign_compile_cache_falls_back_to_compiling(
     assert torch.equal(
         loaded.generate(ids, max_new_tokens=20), eager_compiled.generate(ids, max_new_tokens=20)
     )
+
+
+def test_cache_key_follows_structure_not_weight_values(make_tiny_llama: Any) -> None:
+    env = compile_cache.environment(torch.device("cpu"))
+    params, shapes = {"backend": "inductor"}, {"max_cache_len": 128}
+    first, second = make_tiny_llama(seed=0), make_tiny_llama(seed=1)
+    half = smash(first, {"half": {"dtype": "bfloat16"}}).model
+    key = compile_cache.model_key(first, params, shapes, env)
+    assert compile_cache.model_key(second, params, shapes, env) == key  # other weights, same graphs
+    assert compile_cache.model_key(half, params, shapes, env) != key  # other dtypes, other graphs
+    assert compile_cache.model_key(first, params, {"max_cache_len": 256}, env) != key
+    assert compile_cache.model_key(first, params, shapes, {**env, "torch": "0"}) != key
