@@ -49,26 +49,25 @@ def write_sweep_json(columns: Mapping[str, EfficiencyReport], path: str | os.Pat
 def plot_sweep(
     columns: Mapping[str, EfficiencyReport], path: str | os.PathLike[str], *, title: str | None = None
 ) -> Path:
-    """Two panels side by side: decode latency (median, p99 dashed) and peak memory vs generation length."""
+    """Two panels: decode latency (median solid, p99 dashed) and peak memory vs generation length."""
     from matplotlib.figure import Figure  # a bare Figure renders through Agg; pyplot's global state untouched
 
-    figure = Figure(figsize=(10, 4), dpi=100)
+    figure = Figure(figsize=(11, 5), dpi=100)
     latency, memory = figure.subplots(1, 2)
     for label, series in sweep_data(columns).items():
         x = series["generation_length"]
-        line = latency.plot(x, _nan(series["decode_median_ms"]), marker="o", label=f"{label} median")[0]
-        latency.plot(
-            x, _nan(series["decode_p99_ms"]), linestyle="--", color=line.get_color(), label=f"{label} p99"
-        )
-        memory.plot(x, _nan(series["peak_memory_gb"]), marker="o", label=label)
-    latency.set(xlabel="generated tokens", ylabel="decode latency per token (ms)", title="Decode latency")
+        line = latency.plot(x, _nan(series["decode_median_ms"]), marker="o", label=label)[0]
+        latency.plot(x, _nan(series["decode_p99_ms"]), linestyle="--", color=line.get_color())
+        memory.plot(x, _nan(series["peak_memory_gb"]), marker="o", color=line.get_color())
+    latency.set(xlabel="generated tokens", ylabel="ms per token (solid: median, dashed: p99)")
+    latency.set_title("Decode latency")
     memory.set(xlabel="generated tokens", ylabel="peak memory (GB)", title="Peak memory")
     for axes in (latency, memory):
         axes.grid(True, alpha=0.3)
-        axes.legend(fontsize="small")
+    figure.legend(loc="lower center", ncols=min(len(columns), 3), frameon=False)
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     out = Path(path)
     figure.savefig(out, format="png")
     return out

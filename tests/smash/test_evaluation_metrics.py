@@ -188,9 +188,9 @@ def test_plot_is_a_non_trivial_png(tmp_path: Path) -> None:
     report = _report()
     path = plot_sweep({"base": report.base, "smashed": report.smashed}, tmp_path / "sweep.png", title="t")
     data = path.read_bytes()
-    assert _png_size(data) == (1000, 400)
+    assert _png_size(data) == (1100, 500)
     pixels = matplotlib.image.imread(path)
-    assert pixels.shape[:2] == (400, 1000)
+    assert pixels.shape[:2] == (500, 1100)
     assert len({tuple(p) for p in pixels.reshape(-1, pixels.shape[-1])[::7].tolist()}) > 20  # lines, text
     series = sweep_data({"base": report.base})["base"]
     assert series["generation_length"] == [10, 20]
