@@ -224,5 +224,5 @@ def test_inputs_from_the_real_tokenizer(smollm2_path: Path) -> None:
 def test_a_device_setting_that_disagrees_with_the_weights_is_refused(tiny_llama: torch.nn.Module) -> None:
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA to place the weights elsewhere")
-    with pytest.raises(EvaluationInputError, match="settings.device is 'cuda'"):
+    with pytest.raises(EvaluationInputError, match=r"settings\.device is 'cuda'"):
         evaluate(tiny_llama, tiny_llama, settings=Settings(device="cuda", quality=False))
