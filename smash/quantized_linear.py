@@ -3,7 +3,8 @@
 hqq's own ``HQQLinear`` keeps its metadata in a Python dict and, on CPU, dequantizes every weight on every
 call. These modules keep the quantized weights, scales and zero points in registered buffers (the saved
 form) and build, from them, the layout of torch's CPU int4 / int8 matmul kernels (the run form, never
-saved: it is rebuilt after loading or moving, because the packed kernel layout depends on the CPU).
+saved: it is rebuilt after loading or moving, because the packed layout is private to the kernel and
+may differ between torch builds and CPUs; rebuilding takes a few seconds for a 135M model).
 
 Why the hqq layout maps exactly onto the int4 kernel: ``_weight_int4pack_mm_for_cpu`` computes
 ``w = (q - 8) * s + z'`` per group along K, and hqq stores ``w = (q - z) * s`` with the same groups when

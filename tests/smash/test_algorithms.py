@@ -149,6 +149,17 @@ def test_int4_kernel_output_matches_hqq_in_bf16_compute(nbits: int) -> None:
     assert Quantizer is not None
 
 
+def test_casting_a_layer_switches_between_kernel_and_dequantize() -> None:
+    reference, fp32, _ = _layers(4, axis=1)
+    x = torch.randn(3, reference.shape[1])
+    fp32.to(torch.bfloat16)
+    assert fp32.compute_dtype == torch.bfloat16 and fp32._kernel_weight is not None
+    assert ((fp32(x) - x @ reference.T).abs().max() < 0.05 * (x @ reference.T).abs().max())
+    fp32.float()
+    assert fp32._kernel_weight is None
+    torch.testing.assert_close(fp32(x), x @ fp32.dequantize(torch.float32).T)
+
+
 def test_kernel_falls_back_to_dequantize_where_the_layout_does_not_map() -> None:
     _, _, axis0 = _layers(4, axis=0)
     _, _, group16 = _layers(4, axis=1, group_size=16)
