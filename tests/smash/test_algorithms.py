@@ -149,6 +149,17 @@ def test_int4_kernel_output_matches_hqq_in_bf16_compute(nbits: int) -> None:
     assert Quantizer is not None
 
 
+def test_8bit_prefill_rows_dequantize_exactly_and_decode_rows_use_the_kernel() -> None:
+    from smash.quantized_linear import PREFILL_ROWS
+
+    reference, _, bf16 = _layers(8, axis=1)
+    prompt = torch.randn(PREFILL_ROWS, reference.shape[1])
+    torch.testing.assert_close(bf16(prompt), prompt @ bf16.dequantize(torch.float32).T, rtol=1e-5, atol=1e-5)
+    step = prompt[:1]
+    assert not torch.equal(bf16(step), step @ bf16.dequantize(torch.float32).T)  # bf16 kernel, not BLAS
+    torch.testing.assert_close(bf16(step), step @ reference.T, rtol=0.05, atol=0.05)
+
+
 def test_casting_a_layer_switches_between_kernel_and_dequantize() -> None:
     reference, fp32, _ = _layers(4, axis=1)
     x = torch.randn(3, reference.shape[1])
