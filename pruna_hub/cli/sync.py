@@ -33,7 +33,8 @@ def local_hub_endpoint(root: Path | None) -> Iterator[str | None]:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT: the current job finishes (or is released), then the loop stops."""
+    """Set by SIGTERM: the current job finishes, then the loop stops. (SIGINT, Ctrl-C, stops at once and
+    releases the current job back to the queue: see ``pruna_hub.sync.job.run_job``.)"""
 
     def __init__(self) -> None:
         self.stopped = False

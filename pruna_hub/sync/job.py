@@ -30,8 +30,8 @@ from pruna_hub.recipes import Recipe
 from pruna_hub.sync.artifact import build_artifact_folder, evaluation_metrics, verify_artifact
 from pruna_hub.sync.context import SyncContext
 from pruna_hub.sync.heartbeat import Heartbeat
-from registry_db.errors import LeaseLostError
-from registry_db.jobs import Lease, advance_job, complete_job, fail_job
+from registry_db.errors import CatalogueError, LeaseLostError
+from registry_db.jobs import Lease, advance_job, complete_job, fail_job, release_job
 from registry_db.models import BaseModel
 from registry_db.models import Recipe as RecipeRow
 from registry_db.records import record_artifact, record_benchmark_run, set_verification
@@ -149,7 +149,20 @@ def run_job(ctx: SyncContext, lease: Lease) -> JobOutcome:
         ctx.report(f"job {lease.job_id}: lease lost, another worker owns it now ({e})")
     except Exception as e:
         _record_failure(ctx, lease, e, outcome)
+    except KeyboardInterrupt:
+        _release(ctx, lease)
+        raise
     return outcome
+
+
+def _release(ctx: SyncContext, lease: Lease) -> None:
+    """Ctrl-C: give the job back at once (queued, the attempt not counted) rather than leave it leased
+    until the lease expires; a rerun adopts whatever this attempt already published."""
+    try:
+        ctx.write(lambda session: release_job(session, lease))
+        ctx.report(f"job {lease.job_id}: interrupted; released back to the queue")
+    except CatalogueError as e:  # the lease then simply expires
+        ctx.report(f"job {lease.job_id}: interrupted; could not release it ({e})")
 
 
 def _execute(ctx: SyncContext, plan: Plan, heartbeat: Heartbeat, outcome: JobOutcome) -> None:

@@ -190,7 +190,7 @@ def test_workers_drain_the_queue_each_job_done_exactly_once(
         jobs = jobs_of(catalogue)
         artifacts = artifacts_of(catalogue, job_ids)
     assert {(j.state, j.attempts, j.lease_owner) for j in jobs} == {("published", 1, None)}
-    assert sorted(a.job_id for a in artifacts) == sorted(job_ids)
+    assert sorted(a.job_id or 0 for a in artifacts) == sorted(job_ids)
     assert all(a.verified for a in artifacts)
     org = env["PRUNA_HUB_TARGET_ORG"]
     by_repo = {a.repo_id: a for a in artifacts}
@@ -282,6 +282,33 @@ def test_sigterm_finishes_the_current_job_then_exits_cleanly(
     assert states == {first: ("published", 1, None), second: ("queued", 0, None)}
 
 
+@pytest.mark.slow
+def test_ctrl_c_releases_the_current_job_back_to_the_queue(
+    db_url: str,
+    namespace: str,
+    tmp_path: Path,
+    store: Store,
+    recipe_dir: Path,
+    recipe: Recipe,
+    report_path: Path,
+) -> None:
+    with Catalogue.open(db_url, namespace=namespace) as catalogue:
+        job_id, _, _ = one_job(store, catalogue, recipe, tmp_path, "interrupted")
+        env = worker_env(
+            tmp_path, store, db_url, namespace, recipe_dir, **{ENV_REPORT: str(report_path), ENV_HOLD: "60"}
+        )
+        worker = start_worker(env, "--exit-when-empty")
+        log: list[str] = []
+        assert wait_for_line(worker, "evaluating against the base", log), "".join(log)[-3000:]
+        worker.send_signal(signal.SIGINT)
+        code, _, err = finish(worker, timeout=120)
+
+        assert code == 130, "".join(log) + err
+        assert "released back to the queue" in err
+        [job] = jobs_of(catalogue)
+    assert (job.id, job.state, job.attempts, job.lease_owner) == (job_id, "queued", 0, None)
+
+
 # --- the database going away ------------------------------------------------------------------------------
 
 
@@ -352,7 +379,7 @@ def test_workers_survive_their_database_connections_being_killed(
         for j in jobs
         if j.state != "published"
     ]
-    assert sorted(a.job_id for a in artifacts) == sorted(job_ids)
+    assert sorted(a.job_id or 0 for a in artifacts) == sorted(job_ids)
     assert all(a.verified for a in artifacts)
     assert {r.job_id for r in runs if r.subject == "smashed"} == set(job_ids)
     org = env["PRUNA_HUB_TARGET_ORG"]
