@@ -110,6 +110,7 @@ def measure(
         "wall_s": wall,
         **window,
         "jobs_per_minute": jobs / window["window_s"] * 60,
+        "wall_seconds_per_job": window["window_s"] / jobs,
         "seconds_per_job_per_worker": window["window_s"] * workers / jobs,
     }
 
@@ -153,6 +154,7 @@ def print_row(row: dict[str, Any]) -> None:
     print(
         f"{row['backend']:<10} workers={row['workers']:<2} jobs={row['jobs']:<4} "
         f"window={row['window_s']:7.1f}s  {row['jobs_per_minute']:7.1f} jobs/min  "
+        f"{row['wall_seconds_per_job']:5.2f} s/job  "
         f"{row['seconds_per_job_per_worker']:5.2f} s/job/worker  states={','.join(row['states'])} "
         f"exit={row['exit_codes']}",
         flush=True,
