@@ -1,6 +1,6 @@
 """torch_compile: ``torch.compile`` the model in place, last, and warm its graphs up before first use.
 
-In place (``nn.Module.compile``) rather than ``torch.compile(model)``: the latter wraps the model in an
+In place (like ``nn.Module.compile``) rather than ``torch.compile(model)``: the latter wraps the model in an
 ``OptimizedModule`` whose state_dict keys gain an ``_orig_mod.`` prefix, which would break saving and
 loading. Nothing is saved with the weights; compilation is re-applied at load (REAPPLY).
 
@@ -12,10 +12,13 @@ load in a matching environment skips the backend compile.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import types
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
+import torch
 from torch import nn
 
 from smash import compile_cache
@@ -26,6 +29,24 @@ from smash.runtime import StaticGenerationRuntime, attached_runtime
 
 COMPILED_ATTR = "_smash_compile_params"
 _MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _call_module(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    return module._call_impl(*args, **kwargs)
+
+
+def _own_call_impl() -> Callable[..., Any]:
+    """``_call_module`` with a code object of its own, for one model.
+
+    Dynamo keeps compiled entries, and counts them against ``recompile_limit`` (8), per code object of
+    the first frame it traces. Under ``nn.Module.compile()`` that frame is transformers' ``forward``
+    decorator, one code object shared by every model of the process, so after 8 compiled variants (other
+    models, other shapes) each further model silently ran eagerly: seen in this project's test session.
+    A fresh code object per model gives each its own entries and budget (the trick dynamo's own
+    ``debug_force_nested_calls`` uses); the code is identical, so graphs and cache keys do not change.
+    """
+    code = _call_module.__code__.replace(co_varnames=_call_module.__code__.co_varnames)  # a new object
+    return types.FunctionType(code, _call_module.__globals__, code.co_name)
 
 
 @registry.register
@@ -85,12 +106,15 @@ class TorchCompile(Algorithm):
         return None
 
     def apply(self, model: nn.Module, params: Mapping[str, Any], ctx: SmashContext) -> nn.Module:
-        model.compile(
+        # What nn.Module.compile() does, but on a private copy of _call_impl: see _own_call_impl.
+        compiled = torch.compile(
+            _own_call_impl(),
             backend=params["backend"],
             mode=None if params["mode"] == "default" else params["mode"],
             dynamic=params["dynamic"],
             fullgraph=params["fullgraph"],
         )
+        model._compiled_call_impl = functools.partial(compiled, model)
         object.__setattr__(model, COMPILED_ATTR, dict(params))
         runtime = attached_runtime(model)
         if runtime is not None and params["warmup"]:

@@ -134,6 +134,16 @@ def test_warm_up_compiles_both_graphs_then_no_length_recompiles(
     assert compiled_frames() - before == 0
 
 
+def test_each_model_compiles_against_its_own_recompile_budget(make_tiny_llama: Any) -> None:
+    """Dynamo's recompile_limit counts per code object; nn.Module.compile() shares one among all models."""
+    config = {"static_cache": RUNTIME, "torch_compile": {"backend": "eager"}}
+    with torch._dynamo.config.patch(recompile_limit=2):
+        first = smash(make_tiny_llama(), config)
+        second = smash(make_tiny_llama(hidden_size=32, intermediate_size=96), config)
+    for smashed in (first, second):
+        assert smashed.metadata["torch_compile"]["warmup_frames_compiled"] == 2  # not silently eager
+
+
 def test_the_recompile_counter_sees_transformers_generate_recompiling(tiny_llama: torch.nn.Module) -> None:
     """Control for the test above: the hand-assembled way (compiled forward + generate) does recompile."""
     tiny_llama.compile(backend="eager", dynamic=False)
