@@ -15,7 +15,7 @@ compile cache, without it, and the base model eagerly, timing load -> first toke
     .venv/bin/python benchmarks/compile_stability.py --full          # 16, 32, 64, 128, 256, 512
     .venv/bin/python benchmarks/compile_stability.py --lengths 16,128,512
     .venv/bin/python benchmarks/compile_stability.py --reload        # + load -> first token timings
-    .venv/bin/python benchmarks/compile_stability.py --model tiny    # the tiny random Llama (seconds)
+    .venv/bin/python benchmarks/compile_stability.py --model tiny    # tiny random Llama: compile cost only
 
 Writes benchmarks/results/compile_stability[_tiny].json. Most of the wall time is compilation (25-35 s per
 SmolLM2 graph on a quiet 2-core CPU, 2-3x that under load; --reload adds two more cold compiles). Timings
