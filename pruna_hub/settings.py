@@ -20,7 +20,7 @@ Precedence (highest first): command-line flags, environment variables, the confi
 | max_attempts | ``PRUNA_HUB_MAX_ATTEMPTS`` | 3 |
 | max_parameters | ``PRUNA_HUB_MAX_PARAMETERS`` | 8e9 |
 | retry_base_seconds | ``PRUNA_HUB_RETRY_BASE_SECONDS`` | 30 (doubled per attempt for transient Hub errors) |
-| lease_seconds | ``PRUNA_HUB_LEASE_SECONDS`` | 600 (a dead worker's job is taken over after this; renewed every third) |
+| lease_seconds | ``PRUNA_HUB_LEASE_SECONDS`` | 600 (a dead worker's job is taken over after it) |
 | namespace | ``PRUNA_HUB_NAMESPACE`` | ``default`` (the catalogue partition of one organization) |
 """
 

@@ -30,7 +30,9 @@ def architecture_class(config: Any, *, location: str) -> type[Any]:
 
     if getattr(config, "auto_map", None):
         raise ArtifactError(
-            location, "config.json asks for remote code (auto_map)", "Models that need remote code are not loaded."
+            location,
+            "config.json asks for remote code (auto_map)",
+            "Models that need remote code are not loaded.",
         )
     architectures = getattr(config, "architectures", None) or []
     model_type = getattr(config, "model_type", "")

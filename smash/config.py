@@ -32,7 +32,10 @@ class SmashConfig(Mapping[str, Mapping[str, Any]]):
     """
 
     def __init__(
-        self, algorithms: Mapping[str, Mapping[str, Any] | None] | None = None, *, registry: Registry | None = None
+        self,
+        algorithms: Mapping[str, Mapping[str, Any] | None] | None = None,
+        *,
+        registry: Registry | None = None,
     ) -> None:
         self.registry = registry if registry is not None else _default_registry()
         if algorithms is None:

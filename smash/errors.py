@@ -63,9 +63,7 @@ class IncompatibleAlgorithmsError(SmashConfigError):
     def __init__(self, first: str, second: str, reason: str = "") -> None:
         self.algorithms = (first, second)
         detail = f" ({reason})" if reason else ""
-        super().__init__(
-            f"algorithms {first!r} and {second!r} are incompatible{detail}; remove one of them."
-        )
+        super().__init__(f"algorithms {first!r} and {second!r} are incompatible{detail}; remove one of them.")
 
 
 class OrderingCycleError(SmashConfigError):
@@ -98,7 +96,8 @@ class DuplicateAlgorithmError(RegistryError, ValueError):
     def __init__(self, name: str, existing: type, new: type) -> None:
         self.name = name
         super().__init__(
-            f"algorithm name {name!r} is already registered by {existing.__module__}.{existing.__qualname__}; "
+            f"algorithm name {name!r} is already registered by "
+            f"{existing.__module__}.{existing.__qualname__}; "
             f"{new.__module__}.{new.__qualname__} must use another name."
         )
 
