@@ -11,13 +11,15 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from pruna_hub.settings import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @contextlib.contextmanager
@@ -62,6 +64,35 @@ def _settings(options: dict[str, Any], config_file: Path | None, endpoint: str |
     return load_settings(flags, config_file=config_file)
 
 
+def executor_options(command: F) -> F:
+    """--executor, --ray-address and --parallelism, shared by `sync` and `worker`."""
+    for option in reversed(
+        [
+            click.option(
+                "--executor",
+                type=click.Choice(["inprocess", "ray"]),
+                default="inprocess",
+                show_default=True,
+                help="Where jobs run: this process, or Ray tasks.",
+            ),
+            click.option(
+                "--ray-address",
+                envvar="RAY_ADDRESS",
+                help="Ray cluster to join (default: start a local Ray).",
+            ),
+            click.option(
+                "--parallelism",
+                type=click.IntRange(min=1),
+                default=2,
+                show_default=True,
+                help="Jobs in flight at once with --executor ray.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @click.command("sync")
 @click.option("--once/--watch", default=True, help="Run one pass (default), or keep watching the Hub.")
 @click.option(
@@ -89,21 +120,7 @@ def _settings(options: dict[str, Any], config_file: Path | None, endpoint: str |
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), help="Device to smash on (default: cuda if available)."
 )
-@click.option(
-    "--executor",
-    type=click.Choice(["inprocess", "ray"]),
-    default="inprocess",
-    show_default=True,
-    help="Where jobs run: this process, or Ray tasks.",
-)
-@click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to join (default: start a local Ray).")
-@click.option(
-    "--parallelism",
-    type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="Jobs in flight at once with --executor ray.",
-)
+@executor_options
 @click.option(
     "--local-hub",
     type=click.Path(file_okay=False, path_type=Path),
@@ -235,9 +252,7 @@ def _render(data: dict[str, Any], fmt: str) -> None:
 
 
 @click.command("worker")
-@click.option("--executor", type=click.Choice(["inprocess", "ray"]), default="inprocess", show_default=True)
-@click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to join (default: start a local Ray).")
-@click.option("--parallelism", type=click.IntRange(min=1), default=2, show_default=True)
+@executor_options
 @click.option(
     "--poll-interval",
     type=click.FloatRange(min=0.1),

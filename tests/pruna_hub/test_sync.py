@@ -250,3 +250,29 @@ def test_dry_run_changes_nothing(make_ctx: Any, tmp_path: Path) -> None:
     assert TARGET in (summary.decisions[0].detail or "")
     assert _job_states(ctx) == []
     assert not HfApi().repo_exists(TARGET)
+
+
+def test_cli_dry_run_prints_json_and_never_the_token(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from pruna_hub.cli import cli
+
+    with LocalHub(tmp_path / "hub").install():
+        publish_base(HfApi(), "acme/tiny-llama", tmp_path / "base")
+    env = {
+        "HF_TOKEN": "hf_secret_never_shown",
+        "PRUNA_HUB_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
+        "PRUNA_HUB_RECIPE_DIRS": str(write_recipe(tmp_path / "recipes")),
+        "PRUNA_HUB_DEVICE": "cpu",
+    }
+    args = ["sync", "--dry-run", "--local-hub", str(tmp_path / "hub"), "--format", "json"]
+
+    result = CliRunner().invoke(cli, args, env=env)
+
+    assert result.exit_code == 0, result.output
+    assert "hf_secret_never_shown" not in result.output
+    data = json.loads(result.stdout)
+    assert [(d["repo_id"], d["action"]) for d in data["decisions"]] == [("acme/tiny-llama", "would_queue")]
+    assert data["jobs"] == [] and data["published"] == []
