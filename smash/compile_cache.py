@@ -42,6 +42,9 @@ from torch import nn
 
 ARCHIVE_FILE = "torch_compile_cache.tar"
 MANIFEST_FILE = "torch_compile_cache.json"
+# Local-only files: the archive holds pickled graph entries and shared libraries (loading it runs code),
+# so it is never published to a Hub; readers of a published repo compile at load instead.
+LOCAL_ONLY_FILES = frozenset({ARCHIVE_FILE, MANIFEST_FILE})
 MANIFEST_VERSION = 1
 KEY_ATTR = "_smash_compile_cache_key"
 
