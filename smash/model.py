@@ -149,7 +149,12 @@ class PrunaModel:
         from smash.hub import push_to_hub
 
         return push_to_hub(
-            self, repo_id, token=token, private=private, commit_message=commit_message, revision=revision,
+            self,
+            repo_id,
+            token=token,
+            private=private,
+            commit_message=commit_message,
+            revision=revision,
             card=card,
         )
 
@@ -189,10 +194,14 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise ArtifactError(
-            str(path.parent), f"{path.name} is missing", "Is this a folder written by PrunaModel.save_pretrained?"
+            str(path.parent),
+            f"{path.name} is missing",
+            "Is this a folder written by PrunaModel.save_pretrained?",
         ) from None
     except (ValueError, UnicodeDecodeError) as e:
-        raise ArtifactError(str(path.parent), f"{path.name} is not valid JSON ({e})", "Re-save the model.") from e
+        raise ArtifactError(
+            str(path.parent), f"{path.name} is not valid JSON ({e})", "Re-save the model."
+        ) from e
 
 
 def read_artifact(path: Path) -> dict[str, Any]:
@@ -264,11 +273,7 @@ def load_folder(
     order = determine_algorithm_order(config)
     metadata: dict[str, dict[str, Any]] = artifact.get("metadata", {})
     target = torch.device(device) if device is not None else torch.device("cpu")
-    model = build_base(path)
-    for name in order:
-        algorithm = config.registry.create(name)
-        if algorithm.save_mode is SaveMode.WEIGHTS:
-            model = algorithm.restore(model, config[name], SmashContext(target.type, dict(metadata.get(name, {}))))
+    model = _replay(build_base(path), config, order, metadata, target, SaveMode.WEIGHTS)
     tensors = load_tensors(weights)
     for alias, kept in artifact.get("aliases", {}).items():
         if kept in tensors:
@@ -284,12 +289,26 @@ def load_folder(
         tie_weights()
     model = model.to(target)
     compile_cache.install_archive(path, target)  # lets torch_compile's warm-up skip compiling
-    for name in order:
-        algorithm = config.registry.create(name)
-        if algorithm.save_mode is SaveMode.REAPPLY:
-            model = algorithm.restore(model, config[name], SmashContext(target.type, dict(metadata.get(name, {}))))
+    model = _replay(model, config, order, metadata, target, SaveMode.REAPPLY)
     tokenizer = _load_tokenizer(path) if load_tokenizer else None
     return PrunaModel(model, config, metadata=metadata, tokenizer=tokenizer)
+
+
+def _replay(
+    model: nn.Module,
+    config: SmashConfig,
+    order: list[str],
+    metadata: Mapping[str, dict[str, Any]],
+    target: torch.device,
+    mode: SaveMode,
+) -> nn.Module:
+    """Run ``restore`` of the algorithms saved in ``mode``, in the planned order."""
+    for name in order:
+        algorithm = config.registry.create(name)
+        if algorithm.save_mode is mode:
+            ctx = SmashContext(target.type, dict(metadata.get(name, {})))
+            model = algorithm.restore(model, config[name], ctx)
+    return model
 
 
 def _load_tokenizer(path: Path) -> Any:
