@@ -367,6 +367,13 @@ def linear_layers(
             yield name, module
 
 
+def no_linear_reason(model: nn.Module, skip_modules: str) -> str | None:
+    """The ``applies_to`` answer of an algorithm that works on ``linear_layers``: None when there is one."""
+    if next(linear_layers(model, skip_modules), None) is None:
+        return f"no nn.Linear layer outside skip_modules={skip_modules!r}"
+    return None
+
+
 def untie_output_embeddings(model: nn.Module) -> None:
     """Record in the model's config that lm_head no longer shares the input embedding matrix.
 

@@ -17,6 +17,7 @@ from smash.quantized_linear import (
     DTYPES,
     Int8Linear,
     linear_layers,
+    no_linear_reason,
     recorded_layers,
     set_submodule,
     shape_record,
@@ -44,9 +45,7 @@ class Int8Weight(Algorithm):
     save_mode = SaveMode.WEIGHTS
 
     def applies_to(self, model: nn.Module, params: Mapping[str, Any]) -> str | None:
-        if next(linear_layers(model, params["skip_modules"]), None) is None:
-            return f"no nn.Linear layer outside skip_modules={params['skip_modules']!r}"
-        return None
+        return no_linear_reason(model, params["skip_modules"])
 
     def apply(self, model: nn.Module, params: Mapping[str, Any], ctx: SmashContext) -> nn.Module:
         layers: dict[str, dict[str, Any]] = {}

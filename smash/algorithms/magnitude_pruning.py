@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from smash.algorithms.base import Algorithm, Group, Hyperparameter, SaveMode, SmashContext
-from smash.quantized_linear import linear_layers
+from smash.quantized_linear import linear_layers, no_linear_reason
 from smash.registry import registry
 
 
@@ -40,9 +40,7 @@ class MagnitudePruning(Algorithm):
     save_mode = SaveMode.WEIGHTS
 
     def applies_to(self, model: nn.Module, params: Mapping[str, Any]) -> str | None:
-        if next(linear_layers(model, params["skip_modules"]), None) is None:
-            return f"no nn.Linear layer outside skip_modules={params['skip_modules']!r}"
-        return None
+        return no_linear_reason(model, params["skip_modules"])
 
     def apply(self, model: nn.Module, params: Mapping[str, Any], ctx: SmashContext) -> nn.Module:
         zeros = total = 0
