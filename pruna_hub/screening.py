@@ -17,7 +17,8 @@ _REMOTE_CODE_FILE = re.compile(r"^(modeling|configuration|tokenization)_.*\.py$"
 _QUANTIZED_TAGS = frozenset(
     {"gguf", "gptq", "awq", "exl2", "bitsandbytes", "4-bit", "8-bit", "hqq", "quanto", "pruna-ai", "smashed"}
 )
-_DERIVED_RELATIONS = frozenset({"quantized", "merge", "adapter", "finetune"})
+# A fine-tune is a new model in its own right and is smashed; these relations are copies of another.
+_DERIVED_RELATIONS = frozenset({"quantized", "merge", "adapter"})
 
 
 class SkipReason(enum.StrEnum):
@@ -61,7 +62,7 @@ def remote_code_reason(info: Any) -> str | None:
 def derived_reason(info: Any) -> str | None:
     card = _card(info)
     relation = card.get("base_model_relation")
-    if isinstance(relation, str) and relation in _DERIVED_RELATIONS and relation != "finetune":
+    if relation in _DERIVED_RELATIONS:
         return f"the card says base_model_relation: {relation}"
     tags = {str(t).lower() for t in (getattr(info, "tags", None) or [])}
     quantized = sorted(tags & _QUANTIZED_TAGS)
