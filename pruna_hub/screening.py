@@ -62,7 +62,7 @@ def remote_code_reason(info: Any) -> str | None:
 def derived_reason(info: Any) -> str | None:
     card = _card(info)
     relation = card.get("base_model_relation")
-    if relation in _DERIVED_RELATIONS:
+    if isinstance(relation, str) and relation in _DERIVED_RELATIONS:  # card data is untrusted
         return f"the card says base_model_relation: {relation}"
     tags = {str(t).lower() for t in (getattr(info, "tags", None) or [])}
     quantized = sorted(tags & _QUANTIZED_TAGS)
