@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pruna_hub.errors import PrunaHubError
 from pruna_hub.sync.job import JobOutcome, run_job
-from pruna_hub.sync.service import work
+from pruna_hub.sync.service import claim, work
 from registry_db.errors import LeaseLostError
-from registry_db.jobs import Lease, claim_next_job, fail_job
+from registry_db.jobs import Lease, fail_job
 from registry_db.models import Recipe as RecipeRow
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class RayExecutor:
                 and (max_jobs is None or claimed < max_jobs)
                 and not should_stop()
             ):
-                lease = self._claim(ctx)
+                lease = claim(ctx)
                 if lease is None:
                     break
                 claimed += 1
@@ -128,13 +128,6 @@ class RayExecutor:
             done, _ = ray.wait(list(running), num_returns=1)
             lease = running.pop(done[0])
             outcomes.append(self._collect(ctx, ray, done[0], lease))
-
-    def _claim(self, ctx: SyncContext) -> Lease | None:
-        return ctx.write(
-            lambda session: claim_next_job(
-                session, ctx.owner, namespace=ctx.catalogue.namespace, lease_for=ctx.lease_for
-            )
-        )
 
     def _gpus(self, ctx: SyncContext, lease: Lease) -> int:
         row = ctx.read(lambda session: session.get(RecipeRow, lease.recipe_id))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pruna_hub.sync.context import SyncContext
 from pruna_hub.sync.discovery import Decision, discover
 from pruna_hub.sync.job import JobOutcome, run_job
-from registry_db.jobs import claim_next_job
+from registry_db.jobs import Lease, claim_next_job
 
 if TYPE_CHECKING:
     from pruna_hub.sync.executors import Executor
@@ -35,6 +35,16 @@ class SyncSummary:
         }
 
 
+def claim(ctx: SyncContext) -> Lease | None:
+    """The next runnable job of this context's namespace, leased to this worker (retried across a lost
+    database connection), or None."""
+    return ctx.write(
+        lambda session: claim_next_job(
+            session, ctx.owner, namespace=ctx.catalogue.namespace, lease_for=ctx.lease_for
+        )
+    )
+
+
 def work(
     ctx: SyncContext,
     *,
@@ -44,11 +54,7 @@ def work(
     """Claim and run runnable jobs one at a time until none is left (or ``max_jobs``, or a stop request)."""
     outcomes: list[JobOutcome] = []
     while (max_jobs is None or len(outcomes) < max_jobs) and not should_stop():
-        lease = ctx.write(
-            lambda session: claim_next_job(
-                session, ctx.owner, namespace=ctx.catalogue.namespace, lease_for=ctx.lease_for
-            )
-        )
+        lease = claim(ctx)
         if lease is None:
             break
         ctx.report(f"job {lease.job_id}: claimed (attempt {lease.attempt})")
