@@ -205,11 +205,26 @@ def _published_entries(ctx: Any, summary: Any) -> list[dict[str, Any]]:
 
 
 def _card_path(ctx: Any, repo_id: str, revision: str) -> str:
+    """The card downloaded through the Hub client (the adapter's retries and error translation apply);
+    if the Hub fails now, the run is still recorded and published, so say where the card lives instead."""
     from huggingface_hub import hf_hub_download
 
-    return hf_hub_download(
-        repo_id, "README.md", revision=revision, endpoint=ctx.hub.api.endpoint, token=ctx.settings.token
-    )
+    from pruna_hub.errors import HubError
+
+    try:
+        return ctx.hub.call(
+            "download",
+            repo_id,
+            lambda: hf_hub_download(
+                repo_id,
+                "README.md",
+                revision=revision,
+                endpoint=ctx.hub.api.endpoint,
+                token=ctx.settings.token,
+            ),
+        )
+    except HubError as e:
+        return f"{ctx.hub.api.endpoint}/{repo_id}/blob/{revision}/README.md (not downloaded: {e})"
 
 
 def _render(data: dict[str, Any], fmt: str) -> None:
