@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -187,6 +188,20 @@ def upgrade_in_process(url: str, start: Any) -> str | None:
     start.wait(timeout=60)
     with Catalogue.open(url) as catalogue:
         return catalogue.status.current if catalogue.status else None
+
+
+def journal_mode_when_opened_at(url: str, start_at: float) -> str:
+    """Connect to ``url`` at wall-clock time ``start_at`` (so that several processes race) and report
+    the journal mode the connection ended up with."""
+    from registry_db.engine import create_catalogue_engine
+
+    engine = create_catalogue_engine(url)
+    time.sleep(max(0.0, start_at - time.time()))
+    try:
+        with engine.connect() as connection:
+            return str(connection.exec_driver_sql("PRAGMA journal_mode").scalar_one())
+    finally:
+        engine.dispose()
 
 
 # --- a small realistic catalogue --------------------------------------------------------------------------

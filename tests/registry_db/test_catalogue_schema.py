@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from registry_db.migrate import SchemaState, head_revision, schema_status, scrip
 from registry_db.models import Base
 from registry_db.queries import Filters, list_entries
 from registry_db.session import Catalogue
-from registry_db.testing import upgrade_in_process
+from registry_db.testing import journal_mode_when_opened_at, upgrade_in_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -243,6 +244,18 @@ def test_concurrent_first_use_creates_the_schema_once(empty_db_url: str) -> None
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
     engine.dispose()
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_switch_it_to_wal(tmp_path: Path) -> None:
+    # SQLite skips the busy handler for the lock upgrade that switching to WAL needs, so without a retry
+    # about one race in eight failed at once with "database is locked" (seen in CI).
+    processes = 4
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        for attempt in range(16):
+            url = f"sqlite:///{tmp_path / f'race-{attempt}.db'}"
+            start_at = time.time() + 0.2
+            modes = pool.starmap(journal_mode_when_opened_at, [(url, start_at)] * processes)
+            assert modes == ["wal"] * processes
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
