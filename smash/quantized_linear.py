@@ -139,8 +139,15 @@ class QuantizedLinear(nn.Module):
         """Build from hqq's unpacked result: integer values ``q`` and per-group ``scale``/``zero``."""
         out_features, in_features = shape
         layer = cls(
-            in_features, out_features, nbits=nbits, group_size=group_size, axis=axis,
-            bias=bias is not None, compute_dtype=compute_dtype, use_kernel=use_kernel, device=q.device,
+            in_features,
+            out_features,
+            nbits=nbits,
+            group_size=group_size,
+            axis=axis,
+            bias=bias is not None,
+            compute_dtype=compute_dtype,
+            use_kernel=use_kernel,
+            device=q.device,
         )
         layer.qweight = pack_bits(q.round().to(torch.uint8), nbits)
         layer.scale = scale.reshape(-1).to(compute_dtype).contiguous()
@@ -283,8 +290,11 @@ class Int8Linear(nn.Module):
         weight = linear.weight.detach().float()
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
         layer = cls(
-            linear.in_features, linear.out_features, bias=linear.bias is not None,
-            compute_dtype=compute_dtype, device=weight.device,
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            compute_dtype=compute_dtype,
+            device=weight.device,
         )
         layer.qweight = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
         layer.scale = scale

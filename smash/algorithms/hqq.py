@@ -54,7 +54,12 @@ def hqq_quantize(
     zero = -w_min * scale
     if iterations > 0:
         q, scale, zero = optimize_weights_proximal_legacy(
-            w, scale, zero, [0, max_v], axis=axis, device=w.device,
+            w,
+            scale,
+            zero,
+            [0, max_v],
+            axis=axis,
+            device=w.device,
             opt_params={**_OPT_PARAMS, "iters": iterations},
         )
     else:
@@ -76,21 +81,31 @@ class HQQ(Algorithm):
             "group_size", int, 64, "weights sharing one scale and zero point", choices=(16, 32, 64, 128, 256)
         ),
         Hyperparameter(
-            "axis", int, 1, "hqq grouping axis; 1 (along the input dimension) is the one the kernel runs",
+            "axis",
+            int,
+            1,
+            "hqq grouping axis; 1 (along the input dimension) is the one the kernel runs",
             choices=(0, 1),
         ),
         Hyperparameter(
-            "compute_dtype", str, "bfloat16",
+            "compute_dtype",
+            str,
+            "bfloat16",
             "dtype of scales, zeros and the matmul; bfloat16 uses the int4 kernel on CPU",
             choices=tuple(DTYPES),
         ),
         Hyperparameter(
-            "optimizer_iterations", int, 20,
+            "optimizer_iterations",
+            int,
+            20,
             "half-quadratic optimizer iterations (hqq's default 20; 0 = plain min/max rounding)",
-            minimum=0, maximum=200,
+            minimum=0,
+            maximum=200,
         ),
         Hyperparameter(
-            "skip_modules", str, "lm_head",
+            "skip_modules",
+            str,
+            "lm_head",
             "comma-separated module names (or name parts) left unquantized; a tied lm_head that is not "
             "listed is untied: quantized, while the input embeddings keep full precision",
         ),
@@ -114,13 +129,22 @@ class HQQ(Algorithm):
             if tied_to_input_embeddings(model, linear):
                 untie_output_embeddings(model)
             q, scale, zero = hqq_quantize(
-                linear.weight, nbits=params["weight_bits"], group_size=params["group_size"],
-                axis=params["axis"], iterations=params["optimizer_iterations"],
+                linear.weight,
+                nbits=params["weight_bits"],
+                group_size=params["group_size"],
+                axis=params["axis"],
+                iterations=params["optimizer_iterations"],
             )
             layer = QuantizedLinear.from_quantized(
-                q, scale, zero, shape=(linear.out_features, linear.in_features),
-                nbits=params["weight_bits"], group_size=params["group_size"], axis=params["axis"],
-                bias=linear.bias, compute_dtype=DTYPES[params["compute_dtype"]],
+                q,
+                scale,
+                zero,
+                shape=(linear.out_features, linear.in_features),
+                nbits=params["weight_bits"],
+                group_size=params["group_size"],
+                axis=params["axis"],
+                bias=linear.bias,
+                compute_dtype=DTYPES[params["compute_dtype"]],
                 use_kernel=params["use_kernel"],
             )
             set_submodule(model, name, layer)
@@ -132,8 +156,13 @@ class HQQ(Algorithm):
         """Put empty QuantizedLinear modules where ``apply`` put them; the saved buffers fill them."""
         for name, shape in list(recorded_layers(model, ctx.metadata, self.name)):
             layer = QuantizedLinear(
-                shape["in"], shape["out"], nbits=params["weight_bits"], group_size=params["group_size"],
-                axis=params["axis"], bias=shape["bias"], compute_dtype=DTYPES[params["compute_dtype"]],
+                shape["in"],
+                shape["out"],
+                nbits=params["weight_bits"],
+                group_size=params["group_size"],
+                axis=params["axis"],
+                bias=shape["bias"],
+                compute_dtype=DTYPES[params["compute_dtype"]],
                 use_kernel=params["use_kernel"],
             )
             set_submodule(model, name, layer)

@@ -32,11 +32,16 @@ class Int8Weight(Algorithm):
     description = "Weight-only int8 quantization of nn.Linear layers with per-output-channel scales."
     hyperparameters = (
         Hyperparameter(
-            "compute_dtype", str, "bfloat16",
-            "activation dtype of the matmul; bfloat16 uses the int8 CPU kernel", choices=tuple(DTYPES),
+            "compute_dtype",
+            str,
+            "bfloat16",
+            "activation dtype of the matmul; bfloat16 uses the int8 CPU kernel",
+            choices=tuple(DTYPES),
         ),
         Hyperparameter(
-            "skip_modules", str, "lm_head",
+            "skip_modules",
+            str,
+            "lm_head",
             "comma-separated module names (or name parts) left unquantized; a tied lm_head is always skipped",
         ),
     )

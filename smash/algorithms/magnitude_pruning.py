@@ -32,7 +32,9 @@ class MagnitudePruning(Algorithm):
             "structured", bool, False, "prune whole output rows by L2 norm instead of single weights"
         ),
         Hyperparameter(
-            "skip_modules", str, "lm_head",
+            "skip_modules",
+            str,
+            "lm_head",
             "comma-separated module names (or name parts) left dense; a tied lm_head is always skipped",
         ),
     )

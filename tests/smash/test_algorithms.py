@@ -165,7 +165,7 @@ def test_casting_a_layer_switches_between_kernel_and_dequantize() -> None:
     x = torch.randn(3, reference.shape[1])
     fp32.to(torch.bfloat16)
     assert fp32.compute_dtype == torch.bfloat16 and fp32._kernel_weight is not None
-    assert ((fp32(x) - x @ reference.T).abs().max() < 0.05 * (x @ reference.T).abs().max())
+    assert (fp32(x) - x @ reference.T).abs().max() < 0.05 * (x @ reference.T).abs().max()
     fp32.float()
     assert fp32._kernel_weight is None
     torch.testing.assert_close(fp32(x), x @ fp32.dequantize(torch.float32).T)
