@@ -239,8 +239,14 @@ def check_weights_present(path: Path) -> Path:
 
 
 def build_base(path: Path) -> nn.Module:
-    """The base architecture named by config.json, randomly initialised, without running remote code."""
+    """The base architecture named by config.json, without running remote code.
+
+    Its parameters are allocated but not initialised (``no_init_weights``): the strict ``load_state_dict``
+    that follows overwrites every one of them, and SmolLM2's random init alone took 2.8-8.5 s of a load.
+    Non-persistent buffers (rotary frequencies) are still computed by the modules' constructors.
+    """
     from transformers import AutoConfig
+    from transformers.initialization import no_init_weights
 
     from smash.architectures import architecture_class
 
@@ -250,7 +256,8 @@ def build_base(path: Path) -> nn.Module:
         raise ArtifactError(str(path), f"config.json cannot be read ({e})", "Re-save the model.") from e
     model_cls = architecture_class(base_config, location=str(path))
     dtype = getattr(base_config, "dtype", None)
-    model = model_cls._from_config(base_config, dtype=dtype if isinstance(dtype, torch.dtype) else None)
+    with no_init_weights():
+        model = model_cls._from_config(base_config, dtype=dtype if isinstance(dtype, torch.dtype) else None)
     model.eval()
     return model
 
