@@ -22,6 +22,7 @@ model's ``__call__`` is compiled in place and ``warm_up`` compiles both graphs b
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ import torch
 from torch import nn
 
 from smash.errors import GenerationInputError
+from smash.precompiled import Graphs
+
+log = logging.getLogger(__name__)
 
 RUNTIME_ATTR = "_smash_generation_runtime"
 
@@ -107,6 +111,9 @@ class StaticGenerationRuntime:
         self.device = _device(model)
         config: Any = model.config
         self.cache = StaticCache(config=config, max_cache_len=spec.max_cache_len)
+        self.graphs: Graphs | None = (
+            None  # precompiled prefill/decode (smash.precompiled); None: call the model
+        )
         kv_heads, head_dim = _kv_layout(config)
         self.cache.early_initialization(
             batch_size=spec.batch_size,
@@ -170,11 +177,44 @@ class StaticGenerationRuntime:
             return self._call_model(ids, positions, keep)
 
     def _call_model(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor | None) -> Any:
+        if self.graphs is not None:
+            try:
+                return self._call_graph(self.graphs, ids, positions, keep)
+            except RuntimeError as e:
+                if not str(e).startswith("GuardManager check failed"):
+                    raise
+                # Guards are checked before anything runs, so nothing was written: use the in-place model.
+                log.warning("precompiled graph refused its inputs (%s); using the in-place compiled model", e)
+                self.graphs = None
         kwargs: dict[str, Any] = {"logits_to_keep": keep} if keep is not None else {}
         out = self.model(
             input_ids=ids, position_ids=positions, past_key_values=self.cache, use_cache=True, **kwargs
         )
         return out.logits
+
+    def _call_graph(
+        self, graphs: Graphs, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor | None
+    ) -> torch.Tensor:
+        if keep is None:
+            return graphs.decode(self.model, ids, positions, self.cache)
+        return graphs.prefill(self.model, ids, positions, self.cache, keep)
+
+    def step_inputs(self, graph: str) -> tuple[Any, ...]:
+        """The arguments the runtime calls ``graph`` ("prefill" or "decode") with: its persistent buffers."""
+        if graph == "prefill":
+            return (self.model, self._chunk_ids, self._chunk_pos, self.cache, self._keep)
+        return (self.model, self._token, self._token_pos, self.cache)
+
+    def probe(self, graphs: Graphs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefill-chunk and decode logits of ``graphs`` on a fixed input (overwrites the cache, as any
+        request does), to compare precompiled graphs against the eager model before using them."""
+        saved, self.graphs = self.graphs, graphs
+        try:
+            prompt = torch.zeros((self.spec.batch_size, 1), dtype=torch.long, device=self.device)
+            first = self.prefill(prompt)
+            return first.clone(), self.decode(first.argmax(-1, keepdim=True), 1).clone()
+        finally:
+            self.graphs = saved
 
     # --- warm-up ------------------------------------------------------------------------------------
 

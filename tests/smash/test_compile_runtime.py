@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from smash import PrunaModel, SmashConfig, compile_cache, determine_algorithm_order, smash
+from smash import PrunaModel, SmashConfig, compile_cache, determine_algorithm_order, precompiled, smash
 from smash.errors import GenerationInputError, HyperparameterError
 from smash.runtime import attached_runtime, compiled_frames
 
@@ -337,7 +337,10 @@ start = time.perf_counter()
 model = PrunaModel.from_pretrained(sys.argv[1])
 ids = torch.randint(0, 256, (1, 21), generator=torch.Generator().manual_seed(0))
 out = model.generate(ids, max_new_tokens=30, min_new_tokens=30)
+from smash.runtime import attached_runtime
+graphs = attached_runtime(model.model).graphs
 print(json.dumps({"seconds": time.perf_counter() - start, "frames": compiled_frames(),
+                  "graphs": type(graphs.decode).__name__ if graphs else None,
                   "inductor": dict(counters["inductor"]), "tokens": out.tolist()}))
 """
 
@@ -363,10 +366,44 @@ def test_saved_compile_cache_skips_compiling_in_a_fresh_process(
     base, _, folder = inductor_smashed
     assert (folder / compile_cache.ARCHIVE_FILE).is_file()
     result = _load_in_fresh_process(folder, tmp_path)
-    assert result["inductor"].get("fxgraph_cache_miss", 0) == 0
-    assert result["inductor"]["fxgraph_cache_hit"] == 2  # both graphs came from the archive
+    assert result["graphs"] == "AOTCompiledFunction"  # both graphs came precompiled from the archive...
+    assert result["frames"] == 0  # ...so dynamo traced nothing...
+    assert result["inductor"].get("fxgraph_cache_miss", 0) == 0  # ...and inductor compiled nothing
     ids = torch.randint(0, 256, (1, 21), generator=torch.Generator().manual_seed(0))
     assert torch.equal(torch.tensor(result["tokens"]), reference(base, ids, 30))
+
+
+@pytest.mark.slow
+def test_a_damaged_precompiled_graph_is_captured_again(
+    inductor_smashed: tuple[torch.nn.Module, PrunaModel, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base, _, folder = inductor_smashed
+    monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "cache"))
+    key = compile_cache.install_archive(folder, torch.device("cpu"))
+    assert key is not None
+    damaged = compile_cache.directory_for(key) / precompiled.AOT_DIR / "decode.bin"
+    damaged.write_bytes(b"not a compiled function")
+    loaded = PrunaModel.from_pretrained(folder)
+    runtime = attached_runtime(loaded.model)
+    assert runtime is not None and runtime.graphs is not None
+    assert damaged.stat().st_size > 1000  # captured again and saved over the damaged file
+    ids = prompt(21, seed=3)
+    assert torch.equal(loaded.generate(ids, max_new_tokens=12, min_new_tokens=12), reference(base, ids, 12))
+
+
+def test_graphs_that_disagree_with_the_eager_model_are_refused(tiny_llama: torch.nn.Module) -> None:
+    runtime = attached_runtime(smash(tiny_llama, {"static_cache": RUNTIME}).model)
+    assert runtime is not None
+    assert precompiled.agrees_with_eager(runtime, precompiled.EAGER)
+
+    def off_by_one(*args: Any) -> torch.Tensor:
+        return precompiled.EAGER.decode(*args) + 1.0
+
+    assert not precompiled.agrees_with_eager(
+        runtime, precompiled.Graphs(precompiled.EAGER.prefill, off_by_one)
+    )
 
 
 def test_load_with_a_foreign_compile_cache_falls_back_to_compiling(
