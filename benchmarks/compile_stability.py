@@ -118,12 +118,18 @@ def kv_cache_mb(model: Any, max_len: int) -> float:
 
 
 def run_lengths(generate: Any, ids: Any, lengths: list[int]) -> list[dict[str, Any]]:
+    import torch
+
+    from smash.evaluation.memory import PeakMemoryMeter
     from smash.runtime import compiled_frames
 
     rows = []
     for new in lengths:
         streamer, frames = TimestampStreamer(), compiled_frames()
-        generate(ids, new, streamer)
+        # This length's own peak RSS and the RSS it started from (freed memory handed back first), so a
+        # peak left by compiling before the sweep cannot hide what the sweep itself needs.
+        with PeakMemoryMeter(torch.device("cpu")) as meter:
+            generate(ids, new, streamer)
         times = streamer.times
         rows.append({
             "new_tokens": new,
@@ -131,6 +137,8 @@ def run_lengths(generate: Any, ids: Any, lengths: list[int]) -> list[dict[str, A
             "decode_ms": [(b - a) * 1000 for a, b in itertools.pairwise(times[1:])],
             "frames_compiled": compiled_frames() - frames,
             "rss_peak_mb": rss_peak_mb(),
+            "rss_start_mb": (meter.baseline or 0) / 2**20,
+            "rss_run_peak_mb": (meter.peak or 0) / 2**20,
         })  # fmt: skip
     return rows
 
@@ -219,7 +227,6 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     rows = result["lengths"]
     steps = [ms for row in rows for ms in row["decode_ms"]]
     median = statistics.median(steps)
-    before = result["setup"]["rss_before_sweep_mb"]
     return {
         "decode_median_ms": median,
         "decode_mean_ms": statistics.fmean(steps),
@@ -229,7 +236,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "max_over_median": max(steps) / median,
         "ttft_s": [row["ttft_s"] for row in rows],
         "recompiles_during_sweep": sum(row["frames_compiled"] for row in rows),
-        "rss_growth_over_sweep_mb": rows[-1]["rss_peak_mb"] - before,
+        # peak RSS of any length of the sweep over the RSS the sweep started from
+        "rss_growth_over_sweep_mb": max(row["rss_run_peak_mb"] for row in rows) - rows[0]["rss_start_mb"],
         # includes compiling: the hand pipeline compiles during the sweep, the smashed one in its warm-up
         "rss_growth_from_load_mb": rows[-1]["rss_peak_mb"] - result["setup"]["rss_after_load_mb"],
         "per_length_median_ms": {row["new_tokens"]: statistics.median(row["decode_ms"]) for row in rows},
