@@ -1,21 +1,24 @@
 """Smash time of our hqq against pruna 0.3.4's, 4-bit group 64, on the real SmolLM2-135M-Instruct (fp32).
 
     bash benchmarks/setup_pruna_venv                             # once: .venv-pruna with pruna 0.3.4
-    .venv/bin/python benchmarks/smash_time.py                    # 3 runs a side, 2 threads (~10-25 min)
+    .venv/bin/python benchmarks/smash_time.py                    # 3 runs a side, 2 threads (~5-10 min)
     .venv/bin/python benchmarks/smash_time.py --iterations 5,10  # + ours at 5 and 10 optimizer iterations
-    .venv/bin/python benchmarks/smash_time.py --runs 1 --threads 1 --model /tmp/tiny-llama  # quick check
+    .venv/bin/python benchmarks/smash_time.py --runs 1 --threads 1 --model HF_FOLDER   # quick check, e.g.
+                                                                 # on a tiny random Llama saved to a folder
 
 Sides, each run in a fresh subprocess that loads the model from the HF folder itself:
   ours    ``smash.smash(model, {"hqq": {"weight_bits": 4, "group_size": 64}})`` under .venv/bin/python
           (hqq's optimizer at our default iteration count; ``--iterations`` adds rows at other counts);
   pruna   pruna 0.3.4's ``smash(model, SmashConfig({"hqq": {"weight_bits": 4, "group_size": 64,
-          "compute_dtype": ...}}, device="cpu"), experimental=True)`` under .venv-pruna/bin/python
-          (pruna marks hqq cuda-only: ``experimental=True`` skips that check; its torchao int4 patching fails
-          on CPU and pruna goes on with hqq's HQQLinear, which the JSON's ``log_errors`` shows).
+          "compute_dtype": "torch.bfloat16"}}, device="cpu"), experimental=True)`` under .venv-pruna's python
+          (bfloat16 as ours; pruna's default float16 with ``--pruna-compute-dtype float16``. pruna marks hqq
+          cuda-only: ``experimental=True`` skips that check; its torchao int4 patching fails on CPU and
+          pruna goes on with hqq's HQQLinear, which the JSON's ``log_errors`` shows).
 Only the smash call is timed: wall (perf_counter) and the process's CPU time (all its threads), after
-model load and imports. Our smash deep-copies the input first (its default); pruna's works in place.
-Runs go round-robin (ours, ours at other iteration counts, pruna; then again) so the shared machine's
-load hits each side alike. "x pruna" = median of ours / median of pruna.
+model load and ``import smash`` / ``import pruna``; what the call imports itself (hqq's modules, on both
+sides) counts, as it does for a user's first smash. Our smash deep-copies the input first (its default);
+pruna's works in place. Runs go round-robin (ours, ours at other iteration counts, pruna; then again) so
+the shared machine's load hits each side alike. "x pruna" = median of ours / median of pruna.
 
 Quality against the fp32 base, identical code for both sides: the parent builds the evaluation's token
 sequences (smash.evaluation's prompt set through the chat template, each followed by the base model's
@@ -24,7 +27,9 @@ compares them with the base's through ``smash.evaluation.quality.compare_distrib
 top-1 agreement and KL(base || smashed), mean and max over positions.
 Threads: ``torch.set_num_threads(--threads)`` plus OMP/MKL_NUM_THREADS on both sides, OMP_WAIT_POLICY=PASSIVE
 set before torch is imported. Telemetry off for pruna (PRUNA_METRICS_ENABLED=false; no network here).
-The table goes to stdout, the JSON (every run, versions, load averages) to benchmarks/results/smash_time.json.
+The table goes to stdout; the JSON (every run: smash wall and CPU, model load and quality-forward times,
+peak RSS, versions, the load average at its start; load averages before and after) goes to
+benchmarks/results/smash_time.json.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spin-waitin
 import argparse
 import gc
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -160,6 +164,15 @@ def smash_pruna(model: Any, config: dict[str, Any]) -> tuple[Any, dict[str, Any]
     return smashed, versions, wall, cpu
 
 
+def peak_rss_mb() -> float | None:
+    """This process's own peak RSS (VmHWM: ru_maxrss would carry the forking parent's over exec)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return None
+    line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 def run_child(args: argparse.Namespace) -> dict[str, Any]:
     import transformers
 
@@ -180,7 +193,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         "smash_cpu_s": cpu,
         "load_s": load_s,
         "quality_forwards_s": time.perf_counter() - start,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, **versions},
