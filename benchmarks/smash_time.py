@@ -57,6 +57,7 @@ OURS_PYTHON = ROOT / ".venv" / "bin" / "python"
 PRUNA_PYTHON = ROOT / ".venv-pruna" / "bin" / "python"
 BITS, GROUP = 4, 64
 NEW_TOKENS = 32
+TARGET_RATIO = 0.25  # issue 8 item 5: our smash time <= 0.25x pruna's, same config, same machine
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -338,6 +339,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "environment": environment(load_before),
         "rows": rows,
         "ours_over_pruna": ratios(rows),
+        "target": targets(rows),
     }
 
 
@@ -350,6 +352,30 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
         for r in rows
         if r["side"] == "ours" and "smash_wall_s" in r
     }
+
+
+def targets(rows: list[dict[str, Any]]) -> dict[str, dict[str, bool | float]]:
+    """Issue 8's target per row of ours: <= TARGET_RATIO x pruna's median time, quality the same or better
+    (top-1 agreement not lower and mean KL not higher than pruna's)."""
+    pruna = next((r for r in rows if r["side"] == "pruna" and "smash_wall_s" in r), None)
+    if pruna is None:
+        return {}
+    verdicts = {}
+    for row in rows:
+        if row["side"] != "ours" or "smash_wall_s" not in row:
+            continue
+        ratio = row["smash_wall_s"] / pruna["smash_wall_s"]
+        time_met = ratio <= TARGET_RATIO
+        top1_met = row["quality"]["top1"] >= pruna["quality"]["top1"]
+        kl_met = row["quality"]["kl_mean"] <= pruna["quality"]["kl_mean"]
+        verdicts[row["label"]] = {
+            "ratio": ratio,
+            "time": time_met,
+            "top1": top1_met,
+            "kl": kl_met,
+            "met": time_met and top1_met and kl_met,
+        }
+    return verdicts
 
 
 def environment(load_before: tuple[float, float, float]) -> dict[str, Any]:
@@ -391,6 +417,12 @@ def print_table(result: dict[str, Any]) -> None:
             f"{' '.join(f'{w:.1f}' for w in row['smash_wall_all_s']):<22} {row['smash_cpu_s']:>7.1f} "
             f"{'-' if ratio is None else f'{ratio:.3f}':>8} {q['top1']:>6.3f} {q['kl_mean']:>8.4f} "
             f"{q['kl_max']:>7.3f}"
+        )
+    for label, v in result["target"].items():
+        checks = ", ".join(f"{name} {'yes' if v[name] else 'no'}" for name in ("time", "top1", "kl"))
+        print(
+            f"target (<= {TARGET_RATIO}x pruna, top-1 and KL no worse) {label}: "
+            f"{'MET' if v['met'] else 'not met'} ({checks})"
         )
 
 
