@@ -194,13 +194,28 @@ def install_archive(folder: Path, device: torch.device) -> str | None:
         (staging / ".complete").write_text("")
         if not target.exists():
             staging.rename(target)
-        elif not (target / ".complete").exists():
-            shutil.copytree(staging, target, dirs_exist_ok=True)
+        else:
+            _merge_new_files(staging, target)
     except (tarfile.TarError, OSError):
         return None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return key
+
+
+def _merge_new_files(staging: Path, target: Path) -> None:
+    """Move into ``target`` the files it lacks, leaving the ones it has untouched, ``.complete`` last.
+
+    ``target`` may hold kernels this very process compiled and has loaded (smash, save, then load, as the
+    sync does): copying over them would rewrite shared libraries that are mapped into memory, which
+    crashed the process. Same key, same content: the existing files are kept.
+    """
+    for source in sorted(staging.rglob("*")):
+        destination = target / source.relative_to(staging)
+        if source.is_file() and source.name != ".complete" and not destination.exists():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, destination)  # a new inode: never writes into a file someone has open
+    (target / ".complete").write_text("")
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:

@@ -72,10 +72,32 @@ def unpack_bits(packed: torch.Tensor, nbits: int, numel: int) -> torch.Tensor:
     return values.reshape(-1)[:numel].to(torch.uint8)
 
 
+class _ComputeDtype:
+    """``compute_dtype`` stored by name.
+
+    torch 2.13's precompile pickler (``smash.precompiled``) replaces every plain attribute of a module
+    by a placeholder, keyed by object identity. A ``torch.dtype`` is a process-wide singleton, so a dtype
+    attribute erased that dtype from every tensor in the saved guards and no graph of a quantized model
+    could be loaded again. Strings are pickled by value and are safe.
+    """
+
+    _compute_dtype_name: str
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        dtype = getattr(torch, self._compute_dtype_name)
+        assert isinstance(dtype, torch.dtype)
+        return dtype
+
+    @compute_dtype.setter
+    def compute_dtype(self, dtype: torch.dtype) -> None:
+        self._compute_dtype_name = str(dtype).removeprefix("torch.")
+
+
 # --- group-wise (hqq) layer ----------------------------------------------------------------------------
 
 
-class QuantizedLinear(nn.Module):
+class QuantizedLinear(_ComputeDtype, nn.Module):
     """A linear layer with group-wise asymmetric quantized weights: ``w = (q - zero) * scale``.
 
     Saved buffers: ``qweight`` (uint8, ``pack_bits`` format), ``scale`` and ``zero`` (one value per group,
@@ -87,7 +109,6 @@ class QuantizedLinear(nn.Module):
     zero: torch.Tensor
     _kernel_weight: torch.Tensor | None
     _kernel_scale_zeros: torch.Tensor | None
-    compute_dtype: torch.dtype
 
     def __init__(
         self,
@@ -251,7 +272,7 @@ class QuantizedLinear(nn.Module):
 # --- per-channel int8 layer ----------------------------------------------------------------------------
 
 
-class Int8Linear(nn.Module):
+class Int8Linear(_ComputeDtype, nn.Module):
     """Weight-only symmetric int8 with one scale per output channel: ``w = q * scale``.
 
     Saved buffers: ``qweight`` (int8, ``[out, in]``), ``scale`` (float32, ``[out]``), optional ``bias``.
@@ -261,7 +282,6 @@ class Int8Linear(nn.Module):
     qweight: torch.Tensor
     scale: torch.Tensor
     _kernel_scale: torch.Tensor | None
-    compute_dtype: torch.dtype
 
     def __init__(
         self,

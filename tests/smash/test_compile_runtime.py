@@ -8,6 +8,7 @@ inductor for real and check numerics against eager and the compile cache in a fr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -251,6 +252,18 @@ def test_archive_is_unpacked_when_the_environment_matches(packed: Path) -> None:
     assert not (target / "locks").exists()
 
 
+def test_unpacking_next_to_kernels_this_process_compiled_leaves_them_untouched(packed: Path) -> None:
+    """Smash, save, load in one process (the sync does): the key's directory already holds kernels that
+    may be mapped into memory. Rewriting them in place crashed the process; only missing files move in."""
+    target = compile_cache.directory_for("k1")
+    target.mkdir(parents=True)
+    (target / "kernel.so").write_bytes(b"mapped")
+    assert compile_cache.install_archive(packed, torch.device("cpu")) == "k1"
+    assert (target / "kernel.so").read_bytes() == b"mapped"  # not written over
+    assert (target / "fxgraph" / "ab" / "entry").read_bytes() == b"graph"
+    assert (target / ".complete").is_file()
+
+
 def test_archive_from_another_environment_is_ignored(packed: Path) -> None:
     manifest = json.loads((packed / compile_cache.MANIFEST_FILE).read_text())
     manifest["environment"]["torch"] = "1.0.0"
@@ -391,6 +404,30 @@ def test_a_damaged_precompiled_graph_is_captured_again(
     assert damaged.stat().st_size > 1000  # captured again and saved over the damaged file
     ids = prompt(21, seed=3)
     assert torch.equal(loaded.generate(ids, max_new_tokens=12, min_new_tokens=12), reference(base, ids, 12))
+
+
+@pytest.mark.slow
+def test_a_quantized_model_reloads_its_precompiled_graphs_in_the_process_that_smashed_it(
+    tiny_llama: torch.nn.Module,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """int8 (the CPU Llama default) with inductor: a dtype attribute on the quantized layers made every
+    precompiled graph unloadable, and unpacking the archive over loaded kernels crashed the process."""
+    monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "cache"))
+    smashed = smash(tiny_llama, {"int8_weight": {}, "static_cache": RUNTIME, "torch_compile": {}})
+    assert smashed.metadata["torch_compile"]["precompiled_graphs"] == "captured"
+    smashed.save_pretrained(tmp_path / "saved")
+    frames = compiled_frames()
+    with caplog.at_level(logging.WARNING, logger="smash.precompiled"):
+        loaded = PrunaModel.from_pretrained(tmp_path / "saved")
+    assert not [r for r in caplog.records if r.name == "smash.precompiled"]  # loaded, not captured again
+    assert compiled_frames() == frames
+    runtime = attached_runtime(loaded.model)
+    assert runtime is not None and type(runtime.graphs.decode).__name__ == "AOTCompiledFunction"  # type: ignore[union-attr]
+    ids = prompt(21, seed=4)
+    assert torch.equal(loaded.generate(ids, max_new_tokens=12), smashed.generate(ids, max_new_tokens=12))
 
 
 def test_graphs_that_disagree_with_the_eager_model_are_refused(tiny_llama: torch.nn.Module) -> None:
