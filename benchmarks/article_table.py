@@ -53,6 +53,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS: dict[str, Any] = {
     "hqq4": lambda g: {"hqq": {"weight_bits": 4, "group_size": g}},
     "hqq8": lambda g: {"hqq": {"weight_bits": 8, "group_size": g}},
+    "hqq8-head": lambda g: {"hqq": {"weight_bits": 8, "group_size": g, "skip_modules": ""}},  # lm_head too
     "int8": lambda g: {"int8_weight": {}},
     "bf16": lambda g: {"half": {"dtype": "bfloat16"}},
 }
