@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from smash import PrunaModel, SmashConfig, smash  # noqa: E402
 from smash.evaluation import Settings  # noqa: E402
 from smash.evaluation.efficiency import measure_efficiency  # noqa: E402
+from smash.evaluation.quality import chunked_logits  # noqa: E402
 
 TEXT = ROOT / "tests" / "smash" / "data" / "english.txt"
 RESULTS = ROOT / "benchmarks" / "results" / "smash_smollm2.json"
@@ -96,20 +97,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     return args
-
-
-def chunked_logits(model: Any, ids: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """Logits over the text fed ``chunk`` tokens at a time through a KV cache: the shapes generation uses
-    (hqq 8-bit layers take another path for prompts of >= 32 tokens)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    parts = []
-    with torch.no_grad():
-        for start in range(0, ids.shape[1], chunk):
-            out = model(ids[:, start : start + chunk], past_key_values=cache, use_cache=True)
-            parts.append(out.logits[0].float())
-    return torch.cat(parts)
 
 
 def text_quality(base_logits: torch.Tensor, model: Any, ids: torch.Tensor) -> tuple[float, float]:

@@ -63,6 +63,21 @@ def greedy_continuation(model: Any, prompt: torch.Tensor, new_tokens: int) -> li
     return tokens
 
 
+def chunked_logits(model: Any, ids: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """Float logits over ``ids`` (batch 1) fed ``chunk`` tokens at a time through a KV cache: the shapes,
+    and so the kernels, that generation uses rather than the long-prompt path (hqq 8-bit layers
+    dequantize for prompts of >= 32 rows)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    parts = []
+    with torch.no_grad():
+        for start in range(0, ids.shape[1], chunk):
+            out = model(ids[:, start : start + chunk], past_key_values=cache, use_cache=True)
+            parts.append(out.logits[0].float())
+    return torch.cat(parts)
+
+
 @torch.inference_mode()
 def _log_probs(model: Any, ids: torch.Tensor, start: int, count: int) -> torch.Tensor:
     logits = model(input_ids=ids, use_cache=False).logits[0, start : start + count]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from smash import PrunaModel, SmashConfig, smash
+from smash.evaluation.quality import chunked_logits
 from smash.model import PICKLE_SUFFIXES
 
 pytestmark = pytest.mark.slow
@@ -54,20 +55,6 @@ def hqq8(smollm2: tuple[torch.nn.Module, Any]) -> PrunaModel:
 def hqq4(smollm2: tuple[torch.nn.Module, Any]) -> PrunaModel:
     model, tokenizer = smollm2
     return smash(model, SmashConfig({"hqq": {"weight_bits": 4, "group_size": 64}}), tokenizer=tokenizer)
-
-
-def chunked_logits(model: Any, ids: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """Logits over the text fed 16 tokens at a time through a KV cache: the shapes (and so the kernels)
-    that generation uses, not the long-prompt path (8-bit layers dequantize for >= 32 rows)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    parts = []
-    with torch.no_grad():
-        for start in range(0, ids.shape[1], chunk):
-            out = model(ids[:, start : start + chunk], past_key_values=cache, use_cache=True)
-            parts.append(out.logits[0].float())
-    return torch.cat(parts)
 
 
 def agreement(model: Any, ids: torch.Tensor, reference: torch.Tensor) -> float:
