@@ -136,6 +136,14 @@ def wait_for_line(process: subprocess.Popen[str], marker: str, log: list[str]) -
     return False
 
 
+def signal_mid_job(worker: subprocess.Popen[str], sig: signal.Signals) -> str:
+    """Wait until ``worker`` is evaluating its job, send it ``sig``; return what it printed until then."""
+    log: list[str] = []
+    assert wait_for_line(worker, "evaluating against the base", log), "".join(log)[-3000:]
+    worker.send_signal(sig)
+    return "".join(log)
+
+
 def jobs_of(catalogue: Catalogue) -> list[Job]:
     with catalogue.read_session() as session:
         return session.query(Job).filter(Job.namespace == catalogue.namespace).order_by(Job.id).all()
@@ -231,9 +239,7 @@ def test_a_killed_worker_s_job_is_taken_over_after_its_lease_expires(
         base = worker_env(tmp_path, store, db_url, namespace, recipe_dir, **{ENV_REPORT: str(report_path)})
         env = base | {"PRUNA_HUB_LEASE_SECONDS": str(lease_s)}
         doomed = start_worker(env | {ENV_HOLD: "60"}, "--exit-when-empty")
-        log: list[str] = []
-        assert wait_for_line(doomed, "evaluating against the base", log), "".join(log)[-3000:]
-        doomed.send_signal(signal.SIGKILL)
+        signal_mid_job(doomed, signal.SIGKILL)
         doomed.wait(timeout=30)
         [job] = jobs_of(catalogue)
         assert (job.state, job.attempts) == ("smashed", 1)  # leased by a dead worker
@@ -271,12 +277,10 @@ def test_sigterm_finishes_the_current_job_then_exits_cleanly(
             tmp_path, store, db_url, namespace, recipe_dir, **{ENV_REPORT: str(report_path), ENV_HOLD: "3"}
         )
         worker = start_worker(env, "--exit-when-empty")
-        log: list[str] = []
-        assert wait_for_line(worker, "evaluating against the base", log), "".join(log)[-3000:]
-        worker.send_signal(signal.SIGTERM)
+        log = signal_mid_job(worker, signal.SIGTERM)
         code, summary, err = finish(worker, timeout=120)
 
-        assert code == 0, "".join(log) + err
+        assert code == 0, log + err
         assert [(j["job_id"], j["state"]) for j in summary["jobs"]] == [(first, "published")]
         states = {j.id: (j.state, j.attempts, j.lease_owner) for j in jobs_of(catalogue)}
     assert states == {first: ("published", 1, None), second: ("queued", 0, None)}
@@ -298,12 +302,10 @@ def test_ctrl_c_releases_the_current_job_back_to_the_queue(
             tmp_path, store, db_url, namespace, recipe_dir, **{ENV_REPORT: str(report_path), ENV_HOLD: "60"}
         )
         worker = start_worker(env, "--exit-when-empty")
-        log: list[str] = []
-        assert wait_for_line(worker, "evaluating against the base", log), "".join(log)[-3000:]
-        worker.send_signal(signal.SIGINT)
+        log = signal_mid_job(worker, signal.SIGINT)
         code, _, err = finish(worker, timeout=120)
 
-        assert code == 130, "".join(log) + err
+        assert code == 130, log + err
         assert "released back to the queue" in err
         [job] = jobs_of(catalogue)
     assert (job.id, job.state, job.attempts, job.lease_owner) == (job_id, "queued", 0, None)
