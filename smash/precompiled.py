@@ -90,9 +90,8 @@ def obtain(runtime: Any, params: dict[str, Any], key: str | None) -> Outcome:
         log.warning("precompiled graphs in %s disagree with the eager model; capturing them again", folder)
     try:
         captured = _capture(runtime, params)
-    except (
-        Exception
-    ) as e:  # dynamo raises many types (Unsupported, PackageError, ...); compiling in place works
+    # dynamo raises many types (Unsupported, PackageError, ...); compiling in place still works
+    except Exception as e:
         log.warning("runtime graphs not precompiled (%s: %s); compiling in place", type(e).__name__, e)
         return Outcome(None, f"capture failed: {type(e).__name__}: {_first_line(e)}")
     if not agrees_with_eager(runtime, captured):

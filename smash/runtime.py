@@ -111,9 +111,8 @@ class StaticGenerationRuntime:
         self.device = _device(model)
         config: Any = model.config
         self.cache = StaticCache(config=config, max_cache_len=spec.max_cache_len)
-        self.graphs: Graphs | None = (
-            None  # precompiled prefill/decode (smash.precompiled); None: call the model
-        )
+        # The precompiled prefill/decode steps (smash.precompiled); None: call the model.
+        self.graphs: Graphs | None = None
         kv_heads, head_dim = _kv_layout(config)
         self.cache.early_initialization(
             batch_size=spec.batch_size,
