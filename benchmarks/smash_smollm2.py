@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from smash import PrunaModel, SmashConfig, smash  # noqa: E402
 from smash.evaluation import Settings  # noqa: E402
 from smash.evaluation.efficiency import measure_efficiency  # noqa: E402
-from smash.evaluation.quality import chunked_logits  # noqa: E402
+from smash.evaluation.quality import chunked_logits, compare_distributions  # noqa: E402
 
 TEXT = ROOT / "tests" / "smash" / "data" / "english.txt"
 RESULTS = ROOT / "benchmarks" / "results" / "smash_smollm2.json"
@@ -101,11 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def text_quality(base_logits: torch.Tensor, model: Any, ids: torch.Tensor) -> tuple[float, float]:
     """Top-1 agreement and mean KL(base || model) of next-token distributions over the text."""
-    logits = chunked_logits(model, ids)
-    base_lp, lp = base_logits.log_softmax(-1), logits.log_softmax(-1)
-    kl = (base_lp.exp() * (base_lp - lp)).sum(-1).clamp_min(0).mean()
-    agree = (base_logits.argmax(-1) == logits.argmax(-1)).double().mean()
-    return float(agree), float(kl)
+    lp = chunked_logits(model, ids).log_softmax(-1)
+    kl, agree = compare_distributions(base_logits.log_softmax(-1), lp)
+    return float(agree.double().mean()), float(kl.mean())
 
 
 def saved_bytes(model: PrunaModel, folder: Path) -> int:
