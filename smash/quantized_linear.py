@@ -48,28 +48,49 @@ def pack_bits(values: torch.Tensor, nbits: int) -> torch.Tensor:
     """Pack unsigned integers < 2**nbits into a flat uint8 tensor: 8 values -> ``nbits`` bytes.
 
     One scheme for 2, 3, 4 and 8 bits keeps the saved format free of per-width special cases
-    (hqq packs 3-bit values into int32 words with its own padding rules).
+    (hqq packs 3-bit values into int32 words with its own padding rules): the 8 values form one
+    little-endian word, value ``i`` at bit ``i * nbits``. For 2 and 4 bits a word's bytes hold whole
+    values, so those widths are packed byte by byte (same bytes, ~10x faster than building words).
     """
-    flat = F.pad(values.reshape(-1).to(torch.int64), (0, (-values.numel()) % 8))
+    flat = F.pad(values.reshape(-1).to(torch.uint8), (0, (-values.numel()) % 8))
     if nbits == 8:
-        return flat.to(torch.uint8)
-    flat = flat.view(-1, 8)
-    shifts = torch.arange(8, device=flat.device) * nbits
-    words = (flat << shifts).sum(dim=1)
-    byte_shifts = torch.arange(nbits, device=flat.device) * 8
-    return ((words[:, None] >> byte_shifts) & 0xFF).to(torch.uint8).reshape(-1)
+        return flat
+    if 8 % nbits:
+        return _pack_words(flat, nbits)
+    per_byte = flat.view(-1, 8 // nbits)
+    packed = per_byte[:, 0].clone()
+    for i in range(1, 8 // nbits):
+        packed |= per_byte[:, i] << (i * nbits)
+    return packed
 
 
 def unpack_bits(packed: torch.Tensor, nbits: int, numel: int) -> torch.Tensor:
     """Inverse of ``pack_bits``: a flat uint8 tensor of ``numel`` values."""
     if nbits == 8:
         return packed[:numel]
+    if 8 % nbits:
+        return _unpack_words(packed, nbits)[:numel]
+    mask = (1 << nbits) - 1
+    values = [(packed >> (i * nbits)) & mask for i in range(8 // nbits)]
+    return torch.stack(values, dim=1).reshape(-1)[:numel]
+
+
+def _pack_words(flat: torch.Tensor, nbits: int) -> torch.Tensor:
+    """``pack_bits`` for any width: each 8 values as one word of ``8 * nbits`` bits, little-endian."""
+    groups = flat.view(-1, 8).to(torch.int64)
+    shifts = torch.arange(8, device=flat.device) * nbits
+    words = (groups << shifts).sum(dim=1)
+    byte_shifts = torch.arange(nbits, device=flat.device) * 8
+    return ((words[:, None] >> byte_shifts) & 0xFF).to(torch.uint8).reshape(-1)
+
+
+def _unpack_words(packed: torch.Tensor, nbits: int) -> torch.Tensor:
     chunks = packed.view(-1, nbits).to(torch.int64)
     byte_shifts = torch.arange(nbits, device=packed.device) * 8
     words = (chunks << byte_shifts).sum(dim=1)
     shifts = torch.arange(8, device=packed.device) * nbits
     values = (words[:, None] >> shifts) & ((1 << nbits) - 1)
-    return values.reshape(-1)[:numel].to(torch.uint8)
+    return values.reshape(-1).to(torch.uint8)
 
 
 class _ComputeDtype:
@@ -170,12 +191,13 @@ class QuantizedLinear(_ComputeDtype, nn.Module):
             use_kernel=use_kernel,
             device=q.device,
         )
-        layer.qweight = pack_bits(q.round().to(torch.uint8), nbits)
+        values = q.round().to(torch.uint8)
+        layer.qweight = pack_bits(values, nbits)
         layer.scale = scale.reshape(-1).to(compute_dtype).contiguous()
         layer.zero = zero.reshape(-1).to(compute_dtype).contiguous()
         if bias is not None:
             layer.bias = bias.detach().to(compute_dtype).clone()
-        layer.refresh()
+        layer.refresh(values.view(out_features, in_features))
         return layer
 
     # --- derived forms -------------------------------------------------------------------------------
@@ -209,13 +231,16 @@ class QuantizedLinear(_ComputeDtype, nn.Module):
             and rows % 16 == 0
         )
 
-    def refresh(self) -> None:
-        """(Re)build the kernel layout from the saved buffers; called after quantizing, loading, moving."""
+    def refresh(self, values: torch.Tensor | None = None) -> None:
+        """(Re)build the kernel layout from the saved buffers; called after quantizing, loading, moving.
+
+        ``values``: ``int_values()`` when the caller has them already (the quantizer), saving an unpack.
+        """
         if not self.kernel_applies():
             self._kernel_weight = None
             self._kernel_scale_zeros = None
             return
-        q = self.int_values().to(torch.int32)
+        q = (self.int_values() if values is None else values).to(torch.int32)
         groups = self.in_features // self.group_size
         scale = self.scale.float().view(self.out_features, groups)
         zero = self.zero.float().view(self.out_features, groups)
@@ -397,9 +422,9 @@ def linear_layers(
             yield name, module
 
 
-def no_linear_reason(model: nn.Module, skip_modules: str) -> str | None:
+def no_linear_reason(model: nn.Module, skip_modules: str, *, include_tied: bool = False) -> str | None:
     """The ``applies_to`` answer of an algorithm that works on ``linear_layers``: None when there is one."""
-    if next(linear_layers(model, skip_modules), None) is None:
+    if next(linear_layers(model, skip_modules, include_tied=include_tied), None) is None:
         return f"no nn.Linear layer outside skip_modules={skip_modules!r}"
     return None
 

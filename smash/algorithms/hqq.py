@@ -1,8 +1,9 @@
 """hqq: Half-Quadratic Quantization of ``nn.Linear`` weights (2, 3, 4 or 8 bits, group-wise).
 
-The quantizer is the ``hqq`` package's: its min/max initialisation and its half-quadratic proximal
-optimizer (``optimize_weights_proximal_legacy``) with the iteration count exposed as a lever, because on
-CPU the optimizer dominates smash time. transformers' ``HqqConfig`` path raises NotImplementedError in
+The quantizer is hqq's: its min/max initialisation and its half-quadratic proximal optimizer
+(``optimize_weights_proximal_legacy``), the latter restated in ``smash.proximal`` so that it runs from
+the CPU's caches, with the iteration count exposed as a lever, because on CPU the optimizer dominates
+smash time. transformers' ``HqqConfig`` path raises NotImplementedError in
 5.x, and hqq's ``HQQLinear`` keeps metadata in Python dicts and dequantizes on every call on CPU, so the
 result goes into ``smash.quantized_linear.QuantizedLinear``: plain buffers (saved as safetensors) and
 torch's int4 CPU kernel at run time.
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from smash.algorithms.base import Algorithm, Group, Hyperparameter, SaveMode, SmashContext
+from smash.proximal import optimize_zero
 from smash.quantized_linear import (
     DTYPES,
     QuantizedLinear,
@@ -29,20 +31,16 @@ from smash.quantized_linear import (
 )
 from smash.registry import registry
 
-# hqq's defaults for the proximal solver (hqq.core.optimize.optimize_weights_proximal_legacy).
-_OPT_PARAMS = {"lp_norm": 0.7, "beta": 1e1, "kappa": 1.01}
-
 
 def hqq_quantize(
     weight: torch.Tensor, *, nbits: int, group_size: int, axis: int, iterations: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Integer values (float tensor, hqq's group layout), dequantization scale and zero, as hqq computes.
 
-    Mirrors ``hqq.core.quantize.Quantizer.quantize`` (same initialisation, same optimizer) but lets the
-    caller choose the optimizer's iteration count; with ``iterations=20`` the result is hqq's exactly.
+    hqq's ``Quantizer.quantize`` initialisation (min/max per group) and its proximal solver for the zero
+    points, run by ``smash.proximal`` (the same iteration, made cache-friendly; see there for the one
+    difference), with the iteration count as a lever.
     """
-    from hqq.core.optimize import optimize_weights_proximal_legacy
-
     w = weight.detach().float()
     w = w.reshape(-1, group_size) if axis == 1 else w.reshape(group_size, -1)
     w_min = w.min(dim=axis, keepdim=True)[0]
@@ -53,17 +51,11 @@ def hqq_quantize(
     scale = torch.where(denom.abs() <= 1e-4, torch.ones_like(scale), scale).clamp(max=2e4)
     zero = -w_min * scale
     if iterations > 0:
-        q, scale, zero = optimize_weights_proximal_legacy(
-            w,
-            scale,
-            zero,
-            [0, max_v],
-            axis=axis,
-            device=w.device,
-            opt_params={**_OPT_PARAMS, "iters": iterations},
-        )
-    else:
-        q = (w * scale + zero).round_().clamp_(0, max_v)
+        if axis == 1:
+            zero = optimize_zero(w, scale, zero, max_v, iterations)
+        else:  # groups along columns: the solver wants them as rows
+            zero = optimize_zero(w.T.contiguous(), scale.T, zero.T, max_v, iterations).T
+    q = (w * scale + zero).round_().clamp_(0, max_v)
     return q, 1.0 / scale, zero
 
 
