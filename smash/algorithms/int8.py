@@ -21,6 +21,8 @@ from smash.quantized_linear import (
     recorded_layers,
     set_submodule,
     shape_record,
+    tied_to_input_embeddings,
+    untie_output_embeddings,
 )
 from smash.registry import registry
 
@@ -42,7 +44,8 @@ class Int8Weight(Algorithm):
             "skip_modules",
             str,
             "lm_head",
-            "comma-separated module names (or name parts) left unquantized; a tied lm_head is always skipped",
+            "comma-separated module names (or name parts) left unquantized; a tied lm_head that is not "
+            "listed is untied: quantized, while the input embeddings keep full precision",
         ),
     )
     runs_after = frozenset({"group:pruner", "half"})
@@ -50,12 +53,14 @@ class Int8Weight(Algorithm):
     save_mode = SaveMode.WEIGHTS
 
     def applies_to(self, model: nn.Module, params: Mapping[str, Any]) -> str | None:
-        return no_linear_reason(model, params["skip_modules"])
+        return no_linear_reason(model, params["skip_modules"], include_tied=True)
 
     def apply(self, model: nn.Module, params: Mapping[str, Any], ctx: SmashContext) -> nn.Module:
         layers: dict[str, dict[str, Any]] = {}
         dtype = DTYPES[params["compute_dtype"]]
-        for name, linear in list(linear_layers(model, params["skip_modules"])):
+        for name, linear in list(linear_layers(model, params["skip_modules"], include_tied=True)):
+            if tied_to_input_embeddings(model, linear):
+                untie_output_embeddings(model)
             set_submodule(model, name, Int8Linear.from_linear(linear, compute_dtype=dtype))
             layers[name] = shape_record(linear)
         ctx.metadata["layers"] = layers
