@@ -123,12 +123,15 @@ def compiling_into(key: str | None) -> Iterator[None]:
 # --- saving ----------------------------------------------------------------------------------------------
 
 
-def saved_key(metadata: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
-    """The key recorded at smash time (untrusted JSON: checked), if it was made in this environment."""
+def saved_key(metadata: Mapping[str, Any], env: Mapping[str, str], shapes: Mapping[str, Any]) -> str | None:
+    """The key recorded at smash time (untrusted JSON: checked), if it was made in this environment for
+    graphs of these shapes (which include the decode thread count, chosen again at load)."""
     key = metadata.get("compile_cache_key")
-    if isinstance(key, str) and key.isalnum() and metadata.get("compile_environment") == dict(env):
-        return key
-    return None
+    if not isinstance(key, str) or not key.isalnum() or metadata.get("compile_environment") != dict(env):
+        return None
+    if metadata.get("compile_shapes", dict(shapes)) != dict(shapes):  # artifacts before 2026-11 lack it
+        return None
+    return key
 
 
 def write_archive(model: nn.Module, folder: Path) -> Path | None:

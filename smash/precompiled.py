@@ -104,11 +104,14 @@ def _capture(runtime: Any, params: dict[str, Any]) -> Graphs:
     steps = {}
     for name, fn in (("prefill", _prefill), ("decode", _decode)):
         # A new options dict each time: torch.compile pops guard_filter_fn out of the one it is given.
-        options = {"guard_filter_fn": torch.compiler.keep_portable_guards_unsafe}
-        compiled = torch.compile(
+        options: dict[str, str | int | bool | Callable[..., Any]] = {
+            "guard_filter_fn": torch.compiler.keep_portable_guards_unsafe
+        }
+        compiled: Any = torch.compile(
             fn, backend=params["backend"], dynamic=params["dynamic"], fullgraph=True, options=options
         )
-        with torch.inference_mode(False), torch.no_grad():  # the autograd state the runtime calls under
+        # the autograd state and thread count the runtime calls the step under
+        with torch.inference_mode(False), torch.no_grad(), runtime.threads(name):
             steps[name] = compiled.aot_compile((runtime.step_inputs(name), {}))
     return Graphs(**steps)
 

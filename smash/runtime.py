@@ -23,9 +23,11 @@ model's ``__call__`` is compiled in place and ``warm_up`` compiles both graphs b
 from __future__ import annotations
 
 import logging
+import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -37,6 +39,7 @@ from smash.precompiled import Graphs
 log = logging.getLogger(__name__)
 
 RUNTIME_ATTR = "_smash_generation_runtime"
+AUTO_THREADS = 0
 
 # generate() keywords the runtime accepts; anything else is refused by name rather than ignored.
 _ACCEPTED = frozenset({"attention_mask", "pad_token_id", "use_cache", "return_dict_in_generate", "streamer"})
@@ -49,6 +52,9 @@ class RuntimeSpec:
     max_cache_len: int
     batch_size: int
     prefill_chunk: int
+    # Threads of the decode step (None: the process's; AUTO_THREADS: chosen by ``static_cache`` by
+    # timing). Part of the graphs: inductor's C++ kernels and dynamo's guards specialize on it.
+    decode_threads: int | None = None
 
 
 @dataclass
@@ -77,6 +83,16 @@ def attach_runtime(model: nn.Module, spec: RuntimeSpec) -> StaticGenerationRunti
     runtime = StaticGenerationRuntime(model, spec)
     object.__setattr__(model, RUNTIME_ATTR, runtime)
     return runtime
+
+
+def thread_candidates(process_threads: int) -> list[int]:
+    """Thread counts worth timing for decode: powers of two below the process's count, and that count."""
+    counts = {process_threads}
+    count = 1
+    while count < process_threads:
+        counts.add(count)
+        count *= 2
+    return sorted(counts)
 
 
 def _kv_layout(config: Any) -> tuple[int, int]:
@@ -172,8 +188,32 @@ class StaticGenerationRuntime:
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         # One fixed autograd state whatever the caller's: grad and inference mode are part of the guards,
         # so a caller under inference_mode after a warm-up under no_grad would otherwise recompile.
-        with torch.inference_mode(False), torch.no_grad():
+        graph = "decode" if keep is None else "prefill"
+        with torch.inference_mode(False), torch.no_grad(), self.threads(graph):
             return self._call_model(ids, positions, keep)
+
+    @contextmanager
+    def threads(self, graph: str) -> Iterator[None]:
+        """Run ``graph`` ("prefill" or "decode") on the thread count the spec gives it.
+
+        Why decode has its own: one decode step is ~200 small matrix-vector products, and with the
+        process's threads sleeping between parallel regions (OMP_WAIT_POLICY=PASSIVE, which this project
+        sets because spinning threads starved other work on shared machines) waking them costs more
+        than a second core gains. Measured on SmolLM2-135M int8 on a 2-core CPU: 53 ms per step on 2
+        threads, 35 ms on 1 (benchmarks/article_table.py). ``torch.set_num_threads`` is process-wide,
+        so the previous count is restored after every step; like the cache, this makes one runtime
+        unsafe to drive from two Python threads at once.
+        """
+        wanted = self.spec.decode_threads if graph == "decode" else None
+        before = torch.get_num_threads()
+        if wanted is None or wanted == before:
+            yield
+            return
+        torch.set_num_threads(wanted)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def _call_model(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor | None) -> Any:
         if self.graphs is not None:
@@ -214,6 +254,29 @@ class StaticGenerationRuntime:
             return first.clone(), self.decode(first.argmax(-1, keepdim=True), 1).clone()
         finally:
             self.graphs = saved
+
+    def time_decode_threads(self, candidates: Sequence[int], *, steps: int = 5) -> dict[int, float]:
+        """Median seconds of one decode step of the model as it is now, on each thread count.
+
+        Run on the eager model, before compiling: matrix-vector kernels dominate a decode step eagerly
+        and compiled alike, and one timing per count is cheap where one compile per count is not. The
+        cache is written to, as any request does.
+        """
+        token = torch.zeros((self.spec.batch_size, 1), dtype=torch.long, device=self.device)
+        timings: dict[int, float] = {}
+        spec = self.spec
+        try:
+            for count in candidates:
+                self.spec = replace(spec, decode_threads=count)
+                samples = []
+                for _ in range(steps + 1):  # the first step of a count is not counted
+                    start = time.perf_counter()
+                    self.decode(token, 0)
+                    samples.append(time.perf_counter() - start)
+                timings[count] = statistics.median(samples[1:])
+        finally:
+            self.spec = spec
+        return timings
 
     # --- warm-up ------------------------------------------------------------------------------------
 

@@ -9,14 +9,25 @@ runtime and warms its graphs up.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
+import torch
 from torch import nn
 
 from smash.algorithms.base import Algorithm, Group, Hyperparameter, SaveMode, SmashContext
 from smash.errors import HyperparameterError
 from smash.registry import registry
-from smash.runtime import RuntimeSpec, attach_runtime
+from smash.runtime import (
+    AUTO_THREADS,
+    RuntimeSpec,
+    StaticGenerationRuntime,
+    attach_runtime,
+    thread_candidates,
+)
+
+# At load, a recorded decode thread count stays unless another is this much faster (a fraction).
+KEEP_MARGIN = 0.15
 
 
 @registry.register
@@ -46,6 +57,18 @@ class StaticCacheAlgorithm(Algorithm):
             "prompt tokens per prefill call; every prompt length uses this one shape",
             minimum=1,
             maximum=8192,
+        ),
+        Hyperparameter(
+            "decode_threads",
+            int,
+            AUTO_THREADS,
+            "CPU threads of each decode step: 0 times the candidates (1, 2, 4, ... up to the process's "
+            "torch thread count) on the model when it is smashed and when it is loaded, and keeps the "
+            "fastest; null: the process's count. One step is many small matrix-vector products, for "
+            "which waking sleeping threads can cost more than they add",
+            minimum=0,
+            maximum=1024,
+            nullable=True,
         ),
     )
     runs_after = frozenset(
@@ -80,6 +103,32 @@ class StaticCacheAlgorithm(Algorithm):
         return None
 
     def apply(self, model: nn.Module, params: Mapping[str, Any], ctx: SmashContext) -> nn.Module:
+        threads = params["decode_threads"]
         spec = RuntimeSpec(params["max_cache_len"], params["batch_size"], params["prefill_chunk"])
-        attach_runtime(model, spec)
+        runtime = attach_runtime(model, spec)
+        if threads == AUTO_THREADS:
+            threads = _choose_decode_threads(runtime, ctx)
+        runtime.spec = replace(spec, decode_threads=threads)
         return model
+
+
+def _choose_decode_threads(runtime: StaticGenerationRuntime, ctx: SmashContext) -> int | None:
+    """The fastest decode thread count on this machine, recorded in the metadata with the timings.
+
+    At load, the count recorded at smash time is kept unless another is more than ``KEEP_MARGIN``
+    faster here: the saved compiled graphs are specialized on it, and timing noise should not cost a
+    recompile.
+    """
+    if runtime.device.type != "cpu":
+        return None
+    candidates = thread_candidates(torch.get_num_threads())
+    if len(candidates) == 1:
+        return candidates[0]
+    timings = runtime.time_decode_threads(candidates)
+    best = min(timings, key=timings.__getitem__)
+    recorded = ctx.metadata.get("decode_threads")  # untrusted JSON
+    if type(recorded) is int and timings.get(recorded, float("inf")) <= timings[best] * (1 + KEEP_MARGIN):
+        best = recorded
+    ctx.metadata["decode_threads"] = best
+    ctx.metadata["decode_step_ms_by_threads"] = {str(n): round(t * 1e3, 3) for n, t in timings.items()}
+    return best

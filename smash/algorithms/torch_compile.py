@@ -134,10 +134,11 @@ class TorchCompile(Algorithm):
         environment is the same, so the warm-up finds the graphs that ``from_pretrained`` unpacked.
         """
         env = compile_cache.environment(runtime.device)
+        shapes = asdict(runtime.spec)
         key: str | None = None  # the eager backends generate no code: nothing worth keeping
         if params["backend"] == "inductor":
-            key = compile_cache.saved_key(ctx.metadata, env) or compile_cache.model_key(
-                model, params, asdict(runtime.spec), env
+            key = compile_cache.saved_key(ctx.metadata, env, shapes) or compile_cache.model_key(
+                model, params, shapes, env
             )
         start = time.perf_counter()
         with compile_cache.compiling_into(key):
@@ -149,6 +150,7 @@ class TorchCompile(Algorithm):
         ctx.metadata.update(
             compile_cache_key=key,
             compile_environment=env,
+            compile_shapes=shapes,
             precompiled_graphs=outcome.how,
             warmup_seconds=round(time.perf_counter() - start, 3),
             warmup_frames_compiled=report.frames_compiled,

@@ -19,9 +19,18 @@ from typing import Any
 import pytest
 import torch
 
-from smash import PrunaModel, SmashConfig, compile_cache, determine_algorithm_order, precompiled, smash
+from smash import (
+    PrunaModel,
+    SmashConfig,
+    compile_cache,
+    determine_algorithm_order,
+    precompiled,
+    registry,
+    smash,
+)
+from smash.algorithms.base import SmashContext
 from smash.errors import GenerationInputError, HyperparameterError
-from smash.runtime import attached_runtime, compiled_frames
+from smash.runtime import StaticGenerationRuntime, attached_runtime, compiled_frames, thread_candidates
 
 RUNTIME = {"max_cache_len": 128, "prefill_chunk": 16}
 # (prompt length, new tokens): shorter and longer than one chunk, exactly one chunk, up to the cache size.
@@ -133,6 +142,91 @@ def test_warm_up_compiles_both_graphs_then_no_length_recompiles(
             out = eager_compiled.generate(ids, max_new_tokens=new, min_new_tokens=new)
         assert torch.equal(out, reference(tiny_llama, ids, new)), (length, new)
     assert compiled_frames() - before == 0
+
+
+@pytest.fixture
+def two_threads() -> Any:
+    """The process on 2 torch threads for the test (and back to what it was after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_decode_steps_run_on_decode_threads_and_prefill_on_the_process_threads(
+    tiny_llama: torch.nn.Module, two_threads: None
+) -> None:
+    smashed = smash(tiny_llama, {"static_cache": {**RUNTIME, "decode_threads": 1}})
+    seen: list[tuple[int, int]] = []  # (tokens in the call, torch threads during it)
+    smashed.model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append((kwargs["input_ids"].shape[1], torch.get_num_threads())),
+        with_kwargs=True,
+    )
+    ids = prompt(21)
+    out = smashed.generate(ids, max_new_tokens=6, min_new_tokens=6)
+    assert torch.equal(out, reference(tiny_llama, ids, 6))
+    assert seen == [(16, 2), (16, 2)] + [(1, 1)] * 5  # two prefill chunks, then decode steps
+    assert torch.get_num_threads() == 2  # restored
+
+
+def test_a_decode_thread_count_compiles_once_then_holds(
+    tiny_llama: torch.nn.Module, two_threads: None
+) -> None:
+    """Dynamo guards on the thread count: warm-up must compile decode on the threads it will run on."""
+    config = {"static_cache": {**RUNTIME, "decode_threads": 1}, "torch_compile": {"backend": "eager"}}
+    smashed = smash(tiny_llama, config)
+    assert smashed.metadata["torch_compile"]["warmup_frames_compiled"] == 2
+    before = compiled_frames()
+    for i, (length, new) in enumerate(REQUESTS[:4]):
+        ids = prompt(length, seed=i)
+        out = smashed.generate(ids, max_new_tokens=new, min_new_tokens=new)
+        assert torch.equal(out, reference(tiny_llama, ids, new)), (length, new)
+    assert compiled_frames() - before == 0
+
+
+def test_decode_threads_are_chosen_by_timing_and_recorded(
+    tiny_llama: torch.nn.Module, two_threads: None
+) -> None:
+    smashed = smash(tiny_llama, {"static_cache": RUNTIME})  # decode_threads 0: timed
+    metadata = smashed.metadata["static_cache"]
+    timings = metadata["decode_step_ms_by_threads"]
+    assert set(timings) == {"1", "2"} and all(t > 0 for t in timings.values())
+    assert metadata["decode_threads"] == min((t, int(n)) for n, t in timings.items())[1]
+    runtime = attached_runtime(smashed.model)
+    assert runtime is not None and runtime.spec.decode_threads == metadata["decode_threads"]
+
+
+@pytest.mark.parametrize(
+    ("recorded", "timings", "chosen"),
+    [
+        (2, {1: 0.010, 2: 0.011}, 2),  # within the margin: the smash-time count (and its graphs) stays
+        (2, {1: 0.010, 2: 0.013}, 1),  # clearly slower here: the faster count
+        ("2", {1: 0.010, 2: 0.011}, 1),  # not an int (the metadata is untrusted): ignored
+        (64, {1: 0.010, 2: 0.011}, 1),  # not a candidate on this machine: ignored
+    ],
+)
+def test_load_keeps_the_recorded_decode_threads_unless_another_is_clearly_faster(
+    tiny_llama: torch.nn.Module,
+    two_threads: None,
+    monkeypatch: pytest.MonkeyPatch,
+    recorded: Any,
+    timings: dict[int, float],
+    chosen: int,
+) -> None:
+    monkeypatch.setattr(StaticGenerationRuntime, "time_decode_threads", lambda self, candidates: timings)
+    algorithm = registry.create("static_cache")
+    params = SmashConfig({"static_cache": RUNTIME})["static_cache"]
+    ctx = SmashContext("cpu", {"decode_threads": recorded})
+    model = algorithm.restore(tiny_llama, params, ctx)
+    runtime = attached_runtime(model)
+    assert runtime is not None and runtime.spec.decode_threads == chosen == ctx.metadata["decode_threads"]
+
+
+@pytest.mark.parametrize(
+    ("process", "candidates"), [(1, [1]), (2, [1, 2]), (6, [1, 2, 4, 6]), (8, [1, 2, 4, 8])]
+)
+def test_decode_thread_candidates(process: int, candidates: list[int]) -> None:
+    assert thread_candidates(process) == candidates
 
 
 def test_each_model_compiles_against_its_own_recompile_budget(make_tiny_llama: Any) -> None:
@@ -461,6 +555,15 @@ def test_load_with_a_foreign_compile_cache_falls_back_to_compiling(
     assert torch.equal(
         loaded.generate(ids, max_new_tokens=20), eager_compiled.generate(ids, max_new_tokens=20)
     )
+
+
+def test_the_saved_key_is_reused_only_for_graphs_of_the_same_shapes_and_threads() -> None:
+    env = compile_cache.environment(torch.device("cpu"))
+    shapes = {"max_cache_len": 128, "batch_size": 1, "prefill_chunk": 16, "decode_threads": 1}
+    saved = {"compile_cache_key": "abc123", "compile_environment": env, "compile_shapes": shapes}
+    assert compile_cache.saved_key(saved, env, shapes) == "abc123"
+    assert compile_cache.saved_key(saved, env, {**shapes, "decode_threads": 2}) is None
+    assert compile_cache.saved_key({**saved, "compile_cache_key": "../x"}, env, shapes) is None
 
 
 def test_cache_key_follows_structure_not_weight_values(make_tiny_llama: Any) -> None:
