@@ -22,6 +22,7 @@ model's ``__call__`` is compiled in place and ``warm_up`` compiles both graphs b
 
 from __future__ import annotations
 
+import gc
 import logging
 import statistics
 import time
@@ -255,7 +256,7 @@ class StaticGenerationRuntime:
         finally:
             self.graphs = saved
 
-    def time_decode_threads(self, candidates: Sequence[int], *, steps: int = 5) -> dict[int, float]:
+    def time_decode_threads(self, candidates: Sequence[int], *, steps: int = 9) -> dict[int, float]:
         """Median seconds of one decode step of the model as it is now, on each thread count.
 
         Run on the eager model, before compiling: matrix-vector kernels dominate a decode step eagerly
@@ -337,6 +338,10 @@ class StaticGenerationRuntime:
             return self._generate_ids(input_ids, request)
 
     def _generate_ids(self, input_ids: torch.Tensor, request: _Request) -> torch.Tensor:
+        with _gc_paused():
+            return self._generate_ids_unpaused(input_ids, request)
+
+    def _generate_ids_unpaused(self, input_ids: torch.Tensor, request: _Request) -> torch.Tensor:
         rows, length = input_ids.shape
         if request.streamer is not None:
             request.streamer.put(input_ids.cpu())
@@ -422,6 +427,25 @@ class StaticGenerationRuntime:
         if eos_token_id is None:
             return set()
         return {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(t) for t in eos_token_id}
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for one generation.
+
+    A step allocates a few dozen short-lived Python objects, so the collector runs every few steps, and
+    now and then a full collection walks every object of a process that imported torch and transformers
+    (milliseconds: a latency spike in the middle of a stream). A generation creates no reference cycles
+    worth collecting mid-stream; the collector runs again as soon as it ends.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @dataclass

@@ -7,6 +7,7 @@ inductor for real and check numerics against eager and the compile cache in a fr
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -184,6 +185,21 @@ def test_a_decode_thread_count_compiles_once_then_holds(
     assert compiled_frames() - before == 0
 
 
+def test_the_garbage_collector_pauses_during_a_generation_only(tiny_llama: torch.nn.Module) -> None:
+    smashed = smash(tiny_llama, {"static_cache": RUNTIME})
+    seen: list[bool] = []
+    smashed.model.register_forward_pre_hook(lambda *_: seen.append(gc.isenabled()))
+    smashed.generate(prompt(5), max_new_tokens=4)
+    assert seen and not any(seen)
+    assert gc.isenabled()
+    gc.disable()  # a caller that turned it off keeps it off
+    try:
+        smashed.generate(prompt(5), max_new_tokens=2)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_decode_threads_are_chosen_by_timing_and_recorded(
     tiny_llama: torch.nn.Module, two_threads: None
 ) -> None:
@@ -191,7 +207,8 @@ def test_decode_threads_are_chosen_by_timing_and_recorded(
     metadata = smashed.metadata["static_cache"]
     timings = metadata["decode_step_ms_by_threads"]
     assert set(timings) == {"1", "2"} and all(t > 0 for t in timings.values())
-    assert metadata["decode_threads"] == min((t, int(n)) for n, t in timings.items())[1]
+    fastest = min(timings.values())
+    assert metadata["decode_threads"] == min(int(n) for n, t in timings.items() if t <= fastest * 1.1)
     runtime = attached_runtime(smashed.model)
     assert runtime is not None and runtime.spec.decode_threads == metadata["decode_threads"]
 
@@ -199,7 +216,9 @@ def test_decode_threads_are_chosen_by_timing_and_recorded(
 @pytest.mark.parametrize(
     ("recorded", "timings", "chosen"),
     [
-        (2, {1: 0.010, 2: 0.011}, 2),  # within the margin: the smash-time count (and its graphs) stays
+        (None, {1: 0.0105, 2: 0.010}, 1),  # within 10 % of the fastest: the fewer threads
+        (None, {1: 0.012, 2: 0.010}, 2),  # clearly slower on fewer: the faster count
+        (2, {1: 0.010, 2: 0.011}, 2),  # within 15 %: the smash-time count (and its graphs) stays
         (2, {1: 0.010, 2: 0.013}, 1),  # clearly slower here: the faster count
         ("2", {1: 0.010, 2: 0.011}, 1),  # not an int (the metadata is untrusted): ignored
         (64, {1: 0.010, 2: 0.011}, 1),  # not a candidate on this machine: ignored
