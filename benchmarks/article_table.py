@@ -34,6 +34,8 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +57,11 @@ VARIANTS: dict[str, Any] = {
     "hqq8": lambda g: {"hqq": {"weight_bits": 8, "group_size": g}},
     "hqq8-head": lambda g: {"hqq": {"weight_bits": 8, "group_size": g, "skip_modules": ""}},  # lm_head too
     "int8": lambda g: {"int8_weight": {}},
+    "int8-head": lambda g: {"int8_weight": {"skip_modules": ""}},  # lm_head too
     "bf16": lambda g: {"half": {"dtype": "bfloat16"}},
 }
 DEFAULT_VARIANTS = ("hqq4", "hqq8", "int8")
+BASE_ONE_THREAD = "base fp32 eager, 1 thread"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -137,6 +141,10 @@ def build_columns(
 ) -> tuple[dict[str, Any], dict]:
     """label -> model, and setup seconds per label."""
     columns: dict[str, Any] = {"base fp32 eager": base}
+    if torch.get_num_threads() > 1:
+        # The smashed columns decode on the thread count static_cache times fastest (1 here): the base
+        # on one thread too, so no ratio credits the quantizer with what the thread count did.
+        columns[BASE_ONE_THREAD] = base
     setup: dict[str, float] = {}
     label_hand = f"hand-assembled hqq{args.bits} + compile"
     if "hand" not in args.skip:
@@ -177,10 +185,35 @@ def measure(
             saved = saved_folder(label, model, base_path, Path(scratch))
             log(f"measuring {label} ({path})")
             column_settings = Settings(**{**settings.to_dict(), "decode_path": path})
-            reports[label] = measure_efficiency(
-                model, column_settings, label=label, tokenizer=tokenizer, saved_path=saved
-            )
+            with threads(1 if label == BASE_ONE_THREAD else None):
+                reports[label] = measure_efficiency(
+                    model, column_settings, label=label, tokenizer=tokenizer, saved_path=saved
+                )
     return reports
+
+
+@contextmanager
+def threads(count: int | None) -> Iterator[None]:
+    """torch's thread count set to ``count`` for the block (None: unchanged)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def decode_threads(columns: dict[str, Any]) -> dict[str, Any]:
+    """The decode thread count each smashed column's static_cache chose, with its timings."""
+    chosen = {}
+    for label, model in columns.items():
+        if isinstance(model, PrunaModel) and "static_cache" in model.metadata:
+            meta = model.metadata["static_cache"]
+            chosen[label] = {
+                "decode_threads": meta.get("decode_threads"),
+                "eager_step_ms_by_threads": meta.get("decode_step_ms_by_threads"),
+            }
+    return chosen
 
 
 def quality(columns: dict[str, Any], settings: Settings, tokenizer: Any) -> dict[str, QualityReport | None]:
@@ -188,11 +221,16 @@ def quality(columns: dict[str, Any], settings: Settings, tokenizer: Any) -> dict
     base = columns[labels[0]]
     result: dict[str, QualityReport | None] = {labels[0]: None}
     for label in labels[1:]:
+        if columns[label] is base:  # the base itself on other threads
+            result[label] = None
+            continue
         log(f"quality of {label} against base")
         result[label] = evaluate_quality(base, columns[label], settings, tokenizer=tokenizer)
     measured = [q for q in result.values() if q is not None]
     if measured:
-        result[labels[0]] = reference_quality(measured[0])
+        for label in labels:
+            if columns[label] is base:
+                result[label] = reference_quality(measured[0])
     return result
 
 
@@ -224,7 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     print(format_floors(floors))
     for label, seconds in setup.items():
         print(f"setup of {label}: {seconds:.1f} s")
-    write_results(args, settings, reports, qualities, setup, floors, time.perf_counter() - started)
+    chosen = decode_threads(columns)
+    for label, row in chosen.items():
+        timings = row["eager_step_ms_by_threads"]
+        print(f"decode threads of {label}: {row['decode_threads']} (eager step ms by threads {timings})")
+    extra = {"setup_s": setup, "bandwidth": floors, "decode_threads": chosen}
+    write_results(args, settings, reports, qualities, extra, time.perf_counter() - started)
     return 0
 
 
@@ -265,8 +308,7 @@ def write_results(
     settings: Settings,
     reports: dict[str, EfficiencyReport],
     qualities: dict[str, QualityReport | None],
-    setup: dict[str, float],
-    floors: dict[str, Any],
+    extra: dict[str, Any],
     wall_s: float,
 ) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -283,8 +325,7 @@ def write_results(
         "variants": list(args.variant or DEFAULT_VARIANTS),
         "columns": {label: report.to_dict() for label, report in reports.items()},
         "quality": {k: None if v is None else v.to_dict() for k, v in qualities.items()},
-        "setup_s": setup,
-        "bandwidth": floors,
+        **extra,
         "wall_s": wall_s,
     }
     output.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

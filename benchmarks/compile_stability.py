@@ -16,6 +16,7 @@ compile cache, without it, and the base model eagerly, timing load -> first toke
     .venv/bin/python benchmarks/compile_stability.py --lengths 16,128,512
     .venv/bin/python benchmarks/compile_stability.py --reload        # + load -> first token timings
     .venv/bin/python benchmarks/compile_stability.py --model tiny    # tiny random Llama: compile cost only
+    .venv/bin/python benchmarks/compile_stability.py --full --quantizer int8-head   # a quantized recipe
 
 Writes benchmarks/results/compile_stability[_tiny].json. Most of the wall time is compilation (25-35 s per
 SmolLM2 graph on a quiet 2-core CPU, 2-3x that under load; --reload adds two more cold compiles). Timings
@@ -43,6 +44,15 @@ from typing import Any
 
 DEFAULT_LENGTHS = (16, 256)  # two cache sizes: enough to show the recompile, ~8 min
 FULL_LENGTHS = (16, 32, 64, 128, 256, 512)
+# --quantizer: what the smashed pipeline quantizes with before static_cache + torch_compile (the hand
+# pipeline stays fp32: it is the reference for recompiles, not for quantized speed).
+QUANTIZERS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "int8": {"int8_weight": {}},
+    "int8-head": {"int8_weight": {"skip_modules": ""}},
+    "hqq4": {"hqq": {"weight_bits": 4, "group_size": 64}},
+    "hqq8": {"hqq": {"weight_bits": 8, "group_size": 64}},
+}
 PROMPT_TOKENS = 128
 CHUNK = 64
 RESULTS = Path(__file__).parent / "results"
@@ -143,7 +153,9 @@ def run_lengths(generate: Any, ids: Any, lengths: list[int]) -> list[dict[str, A
     return rows
 
 
-def child_pipeline(kind: str, model_name: str, lengths: list[int], save_to: str | None) -> dict[str, Any]:
+def child_pipeline(
+    kind: str, model_name: str, lengths: list[int], save_to: str | None, quantizer: str = "none"
+) -> dict[str, Any]:
     import torch
 
     from smash import smash
@@ -166,6 +178,7 @@ def child_pipeline(kind: str, model_name: str, lengths: list[int], save_to: str 
     else:
         start, frames = time.perf_counter(), compiled_frames()
         config = {
+            **QUANTIZERS[quantizer],
             "static_cache": {"max_cache_len": cache_len(lengths), "prefill_chunk": CHUNK},
             "torch_compile": {},
         }
@@ -173,6 +186,7 @@ def child_pipeline(kind: str, model_name: str, lengths: list[int], save_to: str 
         setup.update(
             smash_s=time.perf_counter() - start, warmup_frames=compiled_frames() - frames,
             rss_after_warmup_mb=rss_peak_mb(), kv_cache_mb=kv_cache_mb(base, cache_len(lengths)),
+            config=config, decode_threads=smashed.metadata["static_cache"].get("decode_threads"),
         )  # fmt: skip
 
         def generate(prompt: Any, new: int, streamer: Any) -> Any:
@@ -274,6 +288,9 @@ def main() -> None:
     parser.add_argument("--reload", action="store_true", help="also time load -> first token, cache on/off")
     parser.add_argument("--child", choices=("hand", "smashed", "load-cached", "load-uncached", "load-eager"))
     parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--quantizer", choices=tuple(QUANTIZERS), default="none", help="smashed pipeline's quantizer"
+    )
     args = parser.parse_args()
     lengths = (
         [int(x) for x in args.lengths.split(",")]
@@ -281,16 +298,16 @@ def main() -> None:
         else list(FULL_LENGTHS if args.full else DEFAULT_LENGTHS)
     )
     if args.child in ("hand", "smashed"):
-        print(json.dumps(child_pipeline(args.child, args.model, lengths, args.folder)))
+        print(json.dumps(child_pipeline(args.child, args.model, lengths, args.folder, args.quantizer)))
         return
     if args.child:
         print(json.dumps(child_load(args.child.removeprefix("load-"), args.model, args.folder or "")))
         return
-    run_parent(args.model, lengths, args.reload)
+    run_parent(args.model, lengths, args.reload, args.quantizer)
 
 
-def run_parent(model_name: str, lengths: list[int], reload: bool) -> None:
-    common = ["--model", model_name, "--lengths", ",".join(map(str, lengths))]
+def run_parent(model_name: str, lengths: list[int], reload: bool, quantizer: str) -> None:
+    common = ["--model", model_name, "--lengths", ",".join(map(str, lengths)), "--quantizer", quantizer]
     load_before = os.getloadavg()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -303,6 +320,8 @@ def run_parent(model_name: str, lengths: list[int], reload: bool) -> None:
     summaries = {kind: summarize(result) for kind, result in results.items()}
     setup = results["smashed"]["setup"]
     extra = {
+        "smashed config": json.dumps(setup["config"]),
+        "decode threads (static_cache's choice)": str(setup["decode_threads"]),
         "smash + warm-up s (2 graphs)": f"{setup['smash_s']:.1f} ({setup['warmup_frames']} frames)",
         "static KV cache MB": f"{setup['kv_cache_mb']:.1f}",
         **{
@@ -314,12 +333,14 @@ def run_parent(model_name: str, lengths: list[int], reload: bool) -> None:
     print_table(summaries, extra)
     print("Caveat: measured on a shared, loaded 2-core CPU machine; compare rows within one run only.")
     record = {
-        "model": model_name, "prompt_tokens": PROMPT_TOKENS, "lengths": lengths, "summaries": summaries,
+        "model": model_name, "quantizer": quantizer, "prompt_tokens": PROMPT_TOKENS, "lengths": lengths,
+        "summaries": summaries,
         "raw": results, "reload": reloads, "load_average": {"before": load_before, "after": os.getloadavg()},
         "wall_s": time.perf_counter() - started, "versions": versions(),
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"compile_stability{'_tiny' if model_name == 'tiny' else ''}.json"
+    suffix = ("_tiny" if model_name == "tiny" else "") + ("" if quantizer == "none" else f"_{quantizer}")
+    out = RESULTS / f"compile_stability{suffix}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
 
