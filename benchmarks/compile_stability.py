@@ -52,6 +52,7 @@ QUANTIZERS: dict[str, dict[str, Any]] = {
     "int8-head": {"int8_weight": {"skip_modules": ""}},
     "hqq4": {"hqq": {"weight_bits": 4, "group_size": 64}},
     "hqq8": {"hqq": {"weight_bits": 8, "group_size": 64}},
+    "hqq8-head": {"hqq": {"weight_bits": 8, "group_size": 64, "skip_modules": ""}},
 }
 PROMPT_TOKENS = 128
 CHUNK = 64

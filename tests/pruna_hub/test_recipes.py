@@ -132,16 +132,18 @@ def test_builtins_cover_the_families_on_both_devices() -> None:
         assert len(repo_ids) == len(mine) >= 2, f"{architecture}: recipes share a repo name"
 
 
-def test_cpu_llama_default_is_int8_compile_static_cache_then_hqq8_then_a_4bit_one() -> None:
+def test_cpu_llama_default_is_hqq8_with_its_head_then_int8_then_a_4bit_one() -> None:
     """The order benchmarks/article_table.py chose on SmolLM2 (see the recipes' descriptions)."""
     book = load_recipes()
     llama = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
     default = book.select(llama, "cpu")
-    assert default.name == "llama-cpu-int8"
-    assert default.order == ("int8_weight", "static_cache", "torch_compile")
+    assert default.name == "llama-cpu-hqq8"
+    assert default.order == ("hqq", "static_cache", "torch_compile")
+    assert default.smash["hqq"]["skip_modules"] == ""  # lm_head quantized too
     assert (default.quality_gate.min_top1_agreement or 0) >= 0.95
-    alternatives = [r.smash.get("hqq", {}).get("weight_bits") for r in book.matching(llama, "cpu")]
-    assert alternatives == [None, 8, 4]
+    alternatives = [next(iter(r.smash)) for r in book.matching(llama, "cpu")]
+    assert alternatives == ["hqq", "int8_weight", "hqq"]
+    assert [r.smash.get("hqq", {}).get("weight_bits") for r in book.matching(llama, "cpu")] == [8, None, 4]
 
 
 def test_builtin_static_caches_hold_the_evaluation_lengths() -> None:
@@ -297,14 +299,14 @@ def test_ties_are_rejected_at_load(tmp_path: Path, second: dict[str, Any], confl
 
 
 def test_user_recipe_overrides_builtin_of_the_same_name(tmp_path: Path) -> None:
-    builtin = load_recipes().get("llama-cpu-int8")
-    mine = write(tmp_path, "llama-cpu-int8", priority=100, smash__hqq__weight_bits=4)
+    builtin = load_recipes().get("llama-cpu-hqq8")
+    mine = write(tmp_path, "llama-cpu-hqq8", priority=100, smash__hqq__weight_bits=4)
     book = load_recipes([tmp_path])
-    recipe = book.get("llama-cpu-int8")
+    recipe = book.get("llama-cpu-hqq8")
     assert recipe.source == mine and recipe.overrides == builtin.source and not recipe.builtin
     assert book.select({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}, "cpu") is recipe
     assert len(book) == len(load_recipes())
-    write(tmp_path / "second", "llama-cpu-int8")
+    write(tmp_path / "second", "llama-cpu-hqq8")
     with pytest.raises(RecipeError) as info:
         load_recipes([tmp_path, tmp_path / "second"])
     assert info.value.field == "name" and "only a built-in recipe may be overridden" in str(info.value)
@@ -404,9 +406,9 @@ def test_cli_list_table_and_json(tmp_path: Path) -> None:
     assert {r["name"]: r["content_hash"] for r in listed} == {
         r.name: r.content_hash for r in load_recipes() if r.device == "cuda"
     }
-    write(tmp_path, "llama-cpu-int8", priority=100)
+    write(tmp_path, "llama-cpu-hqq8", priority=100)
     result = runner.invoke(cli, ["recipes", "list", "--recipe-dir", str(tmp_path)])
-    row = next(line for line in result.stdout.splitlines() if line.startswith("llama-cpu-int8 "))
+    row = next(line for line in result.stdout.splitlines() if line.startswith("llama-cpu-hqq8 "))
     assert row.split()[-1] == "override"
 
 
@@ -437,9 +439,9 @@ def test_cli_check_reports_order_and_errors(tmp_path: Path) -> None:
     assert checked == [
         {"path": str(bad), "ok": False, "field": "smash.hqq.weight_bits", "error": checked[0]["error"]}
     ]
-    tie = write(tmp_path / "tie", "my-other-llama", priority=100)  # ties with the built-in llama-cpu-int8
+    tie = write(tmp_path / "tie", "my-other-llama", priority=100)  # ties with the built-in llama-cpu-hqq8
     result = runner.invoke(cli, ["recipes", "check", str(tie)])
-    assert result.exit_code == 1 and "llama-cpu-int8" in result.stderr and "priority" in result.stderr
+    assert result.exit_code == 1 and "llama-cpu-hqq8" in result.stderr and "priority" in result.stderr
     assert runner.invoke(cli, ["recipes", "check", "--no-builtin", str(tie)]).exit_code == 0
 
 
