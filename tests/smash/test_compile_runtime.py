@@ -543,6 +543,20 @@ def test_a_quantized_model_reloads_its_precompiled_graphs_in_the_process_that_sm
     assert torch.equal(loaded.generate(ids, max_new_tokens=12), smashed.generate(ids, max_new_tokens=12))
 
 
+def test_the_probe_decodes_a_fixed_token_whatever_the_prefill_predicts(tiny_llama: torch.nn.Module) -> None:
+    """Graphs are compared on the same inputs: a near-tie in the prefill logits must not change the
+    decode input of one side only."""
+    smashed = smash(tiny_llama, {"static_cache": RUNTIME})
+    runtime = attached_runtime(smashed.model)
+    assert runtime is not None
+    seen: list[torch.Tensor] = []
+    smashed.model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(kwargs["input_ids"].clone()), with_kwargs=True
+    )
+    runtime.probe(precompiled.EAGER)
+    assert seen[-1].tolist() == [[1]]
+
+
 def test_graphs_that_disagree_with_the_eager_model_are_refused(tiny_llama: torch.nn.Module) -> None:
     runtime = attached_runtime(smash(tiny_llama, {"static_cache": RUNTIME}).model)
     assert runtime is not None
