@@ -3,12 +3,12 @@
 The static-cache runtime attends over the whole pre-allocated cache at every step (that is what keeps its
 shapes, and so its graphs, fixed), so a recipe's ``max_cache_len`` is a trade between the longest
 prompt + generation a published model accepts and what every token costs. For each length this smashes
-SmolLM2-135M-Instruct with a recipe's algorithms (default: the CPU Llama default, int8_weight +
-static_cache + torch_compile) and measures it with ``smash.evaluation`` (prompt 128; 32, 64 and 128 new
-tokens; 3 runs each), in one process per length so that compiles and memory do not carry over.
+SmolLM2-135M-Instruct with a recipe's algorithms (default: the CPU Llama default, hqq 8-bit with the
+lm_head + static_cache + torch_compile) and measures it with ``smash.evaluation`` (prompt 128; 32, 64
+and 128 new tokens; 3 runs each), in one process per length so that compiles and memory do not carry over.
 
     .venv/bin/python benchmarks/cache_length.py                          # 256 512 1024 2048, ~12 min here
-    .venv/bin/python benchmarks/cache_length.py --lengths 256,2048 --quantizer hqq
+    .venv/bin/python benchmarks/cache_length.py --lengths 256,2048 --quantizer int8-head
 
 Prints a table and writes benchmarks/results/cache_length.json (with the load average: timings on a shared
 machine move; the peak-memory column does not).
@@ -31,6 +31,8 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cache_length.json"
 QUANTIZERS: dict[str, dict[str, Any]] = {
+    "hqq8-head": {"hqq": {"weight_bits": 8, "group_size": 64, "skip_modules": ""}},
+    "int8-head": {"int8_weight": {"skip_modules": ""}},
     "int8": {"int8_weight": {}},
     "hqq": {"hqq": {"weight_bits": 8, "group_size": 64}},
     "none": {},
@@ -71,7 +73,7 @@ def child(cache_len: int, quantizer: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="256,512,1024,2048", help="comma-separated max_cache_len values")
-    parser.add_argument("--quantizer", choices=tuple(QUANTIZERS), default="int8")
+    parser.add_argument("--quantizer", choices=tuple(QUANTIZERS), default="hqq8-head")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
