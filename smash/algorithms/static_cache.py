@@ -66,8 +66,8 @@ class StaticCacheAlgorithm(Algorithm):
             AUTO_THREADS,
             "CPU threads of each decode step: 0 times the candidates (1, 2, 4, ... up to the process's "
             "torch thread count) on the model when it is smashed and when it is loaded, and keeps the "
-            "fastest; null: the process's count. One step is many small matrix-vector products, for "
-            "which waking sleeping threads can cost more than they add",
+            "fewest within 10% of the fastest; null: the process's count. One step is many small "
+            "matrix-vector products, for which waking sleeping threads can cost more than they add",
             minimum=0,
             maximum=1024,
             nullable=True,
