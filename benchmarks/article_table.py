@@ -34,8 +34,6 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +47,7 @@ from smash.evaluation.efficiency import measure_efficiency
 from smash.evaluation.evaluate import environment
 from smash.evaluation.quality import evaluate_quality
 from smash.evaluation.table import reference_quality
+from smash.runtime import torch_threads
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Quantizer settings of each variant; group size comes from --group-size.
@@ -185,22 +184,11 @@ def measure(
             saved = saved_folder(label, model, base_path, Path(scratch))
             log(f"measuring {label} ({path})")
             column_settings = Settings(**{**settings.to_dict(), "decode_path": path})
-            with threads(1 if label == BASE_ONE_THREAD else None):
+            with torch_threads(1 if label == BASE_ONE_THREAD else None):
                 reports[label] = measure_efficiency(
                     model, column_settings, label=label, tokenizer=tokenizer, saved_path=saved
                 )
     return reports
-
-
-@contextmanager
-def threads(count: int | None) -> Iterator[None]:
-    """torch's thread count set to ``count`` for the block (None: unchanged)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count or before)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def decode_threads(columns: dict[str, Any]) -> dict[str, Any]:

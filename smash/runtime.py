@@ -86,6 +86,20 @@ def attach_runtime(model: nn.Module, spec: RuntimeSpec) -> StaticGenerationRunti
     return runtime
 
 
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's (process-wide) thread count set to ``count`` for the block, then restored; None: unchanged."""
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def thread_candidates(process_threads: int) -> list[int]:
     """Thread counts worth timing for decode: powers of two below the process's count, and that count."""
     counts = {process_threads}
@@ -201,20 +215,12 @@ class StaticGenerationRuntime:
         process's threads sleeping between parallel regions (OMP_WAIT_POLICY=PASSIVE, which this project
         sets because spinning threads starved other work on shared machines) waking them costs more
         than a second core gains. Measured on SmolLM2-135M int8 on a 2-core CPU: 53 ms per step on 2
-        threads, 35 ms on 1 (benchmarks/article_table.py). ``torch.set_num_threads`` is process-wide,
-        so the previous count is restored after every step; like the cache, this makes one runtime
-        unsafe to drive from two Python threads at once.
+        threads, 35 ms on 1 (a profiled step; article_table.py prints each column's choice). The thread
+        count is process-wide, so it is restored after every step; like the cache, this makes one
+        runtime unsafe to drive from two Python threads at once.
         """
-        wanted = self.spec.decode_threads if graph == "decode" else None
-        before = torch.get_num_threads()
-        if wanted is None or wanted == before:
+        with torch_threads(self.spec.decode_threads if graph == "decode" else None):
             yield
-            return
-        torch.set_num_threads(wanted)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
 
     def _call_model(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor | None) -> Any:
         if self.graphs is not None:
