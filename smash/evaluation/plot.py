@@ -67,7 +67,9 @@ def plot_sweep(
     figure.legend(loc="lower center", ncols=min(len(columns), 3), frameon=False)
     if title:
         figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    # Fixed margins for this fixed figure size: tight_layout measured every label first and was ~40% of
+    # the plot's time, which the service pays for every published model.
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.2, top=0.87 if title else 0.92, wspace=0.22)
     out = Path(path)
     figure.savefig(out, format="png")
     return out
