@@ -38,6 +38,11 @@ GRAPHS = ("prefill", "decode")
 # A loaded graph must match eager logits to within this fraction of their largest magnitude; a graph
 # captured for other weights or another quantization is off by the order of the logits themselves.
 PROBE_TOLERANCE = 1e-2
+# Where layers compute in a half type (hqq's int4 kernel takes bfloat16 activations), inductor's fused
+# and eager's separate roundings differ by more: 1.3% of the largest logit on SmolLM2 hqq 8-bit's decode
+# step (cache 640), which refused every capture at 1e-2 and left each smash and load compiling in place.
+HALF_PROBE_TOLERANCE = 5e-2
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def _prefill(
@@ -136,14 +141,27 @@ def _load(folder: Path) -> Graphs | None:
     return Graphs(**steps)
 
 
+def probe_tolerance(model: nn.Module) -> float:
+    """The probe's tolerance for ``model``: looser where any layer computes in a half type."""
+    for module in model.modules():
+        dtypes = [t.dtype for t in (*module.parameters(recurse=False), *module.buffers(recurse=False))]
+        compute = getattr(module, "compute_dtype", None)
+        if any(d in HALF_DTYPES for d in (*dtypes, compute)):
+            return HALF_PROBE_TOLERANCE
+    return PROBE_TOLERANCE
+
+
 def agrees_with_eager(runtime: Any, graphs: Graphs) -> bool:
     expected = runtime.probe(EAGER)
     got = runtime.probe(graphs)
+    tolerance = probe_tolerance(runtime.model)
     for want, have in zip(expected, got, strict=True):
         scale = float(want.abs().max().clamp(min=1.0))
         if want.shape != have.shape or not torch.allclose(
-            have.float(), want.float(), rtol=0.0, atol=PROBE_TOLERANCE * scale
+            have.float(), want.float(), rtol=0.0, atol=tolerance * scale
         ):
+            diff = float((have.float() - want.float()).abs().max()) if want.shape == have.shape else None
+            log.warning("precompiled graph off by %s against eager logits of scale %.3g", diff, scale)
             return False
     return True
 

@@ -570,6 +570,32 @@ def test_graphs_that_disagree_with_the_eager_model_are_refused(tiny_llama: torch
     )
 
 
+@pytest.mark.parametrize(("compute_dtype", "tolerance"), [("float32", 1e-2), ("bfloat16", 5e-2)])
+def test_the_probe_allows_half_precision_rounding_but_not_wrong_logits(
+    tiny_llama: torch.nn.Module, compute_dtype: str, tolerance: float
+) -> None:
+    """Layers computing in bfloat16 round differently compiled and eager (1.3% of the largest logit on
+    SmolLM2 hqq 8-bit); graphs that far off must still be used there, and never a wrong graph."""
+    config = {
+        "hqq": {"weight_bits": 8, "group_size": 64, "compute_dtype": compute_dtype},
+        "static_cache": RUNTIME,
+    }
+    runtime = attached_runtime(smash(tiny_llama, config).model)
+    assert runtime is not None
+    assert precompiled.probe_tolerance(runtime.model) == tolerance
+
+    def decode_off_by(fraction: float) -> precompiled.Graphs:
+        def decode(*args: Any) -> torch.Tensor:
+            logits = precompiled.EAGER.decode(*args)
+            return logits + fraction * float(logits.abs().max().clamp(min=1.0))
+
+        return precompiled.Graphs(precompiled.EAGER.prefill, decode)
+
+    assert precompiled.agrees_with_eager(runtime, decode_off_by(0.5 * tolerance))
+    assert not precompiled.agrees_with_eager(runtime, decode_off_by(2 * tolerance))
+    assert not precompiled.agrees_with_eager(runtime, decode_off_by(1.0))  # off by the logits' own order
+
+
 def test_load_with_a_foreign_compile_cache_falls_back_to_compiling(
     eager_compiled: PrunaModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
