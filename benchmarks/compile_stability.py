@@ -129,18 +129,31 @@ def kv_cache_mb(model: Any, max_len: int) -> float:
 
 
 def run_lengths(generate: Any, ids: Any, lengths: list[int]) -> list[dict[str, Any]]:
-    import torch
+    """Each length once, in order, in one process: the sweep a server's requests make.
 
-    from smash.evaluation.memory import PeakMemoryMeter
+    Memory: freed memory is handed back to the kernel once, before the sweep (what compiling and loading
+    left), and never inside it, so "growth over the sweep" is what the process really grows by: each
+    length's peak (the kernel's high-water mark, reset per length) over the RSS the sweep started from.
+    Trimming before every length instead would count, at every length, the allocator re-faulting the
+    working set it had just been made to return (measured: 16-24 MB per length for SmolLM2 hqq 8-bit,
+    flat across lengths, against 15 MB once and then nothing without the trims).
+    """
+    from smash.evaluation.memory import (
+        _status_kib,
+        current_rss,
+        release_freed_memory,
+        reset_high_water_mark,
+    )
     from smash.runtime import compiled_frames
 
+    release_freed_memory()
+    sweep_start = current_rss() or 0
     rows = []
     for new in lengths:
         streamer, frames = TimestampStreamer(), compiled_frames()
-        # This length's own peak RSS and the RSS it started from (freed memory handed back first), so a
-        # peak left by compiling before the sweep cannot hide what the sweep itself needs.
-        with PeakMemoryMeter(torch.device("cpu")) as meter:
-            generate(ids, new, streamer)
+        reset_high_water_mark()
+        start = current_rss() or 0
+        generate(ids, new, streamer)
         times = streamer.times
         rows.append({
             "new_tokens": new,
@@ -148,10 +161,35 @@ def run_lengths(generate: Any, ids: Any, lengths: list[int]) -> list[dict[str, A
             "decode_ms": [(b - a) * 1000 for a, b in itertools.pairwise(times[1:])],
             "frames_compiled": compiled_frames() - frames,
             "rss_peak_mb": rss_peak_mb(),
-            "rss_start_mb": (meter.baseline or 0) / 2**20,
-            "rss_run_peak_mb": (meter.peak or 0) / 2**20,
+            "rss_sweep_start_mb": sweep_start / 2**20,
+            "rss_start_mb": start / 2**20,
+            "rss_run_peak_mb": (_status_kib("VmHWM") or current_rss() or 0) / 2**20,
         })  # fmt: skip
     return rows
+
+
+def noise_floor(target_ms: float, count: int) -> list[float]:
+    """``count`` timings of one fixed single-threaded computation lasting about ``target_ms``.
+
+    The same work every time, so its spread is the machine's own (other tenants, frequency, interrupts):
+    a decode std under this floor cannot be asked of this machine.
+    """
+    import torch
+
+    from smash.runtime import torch_threads
+
+    a, b = torch.randn(64, 512), torch.randn(512, 512)
+
+    def work(reps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b)
+        return (time.perf_counter() - start) * 1000
+
+    with torch_threads(1):
+        reps = max(1, round(10 * target_ms / work(10)))
+        reps = max(1, round(reps * target_ms / statistics.median(work(reps) for _ in range(5))))
+        return [work(reps) for _ in range(count)]
 
 
 def child_pipeline(
@@ -188,6 +226,7 @@ def child_pipeline(
             smash_s=time.perf_counter() - start, warmup_frames=compiled_frames() - frames,
             rss_after_warmup_mb=rss_peak_mb(), kv_cache_mb=kv_cache_mb(base, cache_len(lengths)),
             config=config, decode_threads=smashed.metadata["static_cache"].get("decode_threads"),
+            precompiled_graphs=smashed.metadata.get("torch_compile", {}).get("precompiled_graphs"),
         )  # fmt: skip
 
         def generate(prompt: Any, new: int, streamer: Any) -> Any:
@@ -195,9 +234,13 @@ def child_pipeline(
 
     setup["rss_before_sweep_mb"] = rss_peak_mb()
     rows = run_lengths(generate, ids, lengths)
-    if kind == "smashed" and save_to:
-        smashed.save_pretrained(save_to)
-    return {"pipeline": kind, "setup": setup, "lengths": rows}
+    result: dict[str, Any] = {"pipeline": kind, "setup": setup, "lengths": rows}
+    if kind == "smashed":
+        steps = [ms for row in rows for ms in row["decode_ms"]]
+        result["noise_floor_ms"] = noise_floor(statistics.median(steps), len(steps))
+        if save_to:
+            smashed.save_pretrained(save_to)
+    return result
 
 
 def child_load(mode: str, model_name: str, folder: str) -> dict[str, Any]:
@@ -242,6 +285,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     rows = result["lengths"]
     steps = [ms for row in rows for ms in row["decode_ms"]]
     median = statistics.median(steps)
+    sweep_start = rows[0]["rss_sweep_start_mb"]
     return {
         "decode_median_ms": median,
         "decode_mean_ms": statistics.fmean(steps),
@@ -251,12 +295,23 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "max_over_median": max(steps) / median,
         "ttft_s": [row["ttft_s"] for row in rows],
         "recompiles_during_sweep": sum(row["frames_compiled"] for row in rows),
-        # peak RSS of any length of the sweep over the RSS the sweep started from
-        "rss_growth_over_sweep_mb": max(row["rss_run_peak_mb"] for row in rows) - rows[0]["rss_start_mb"],
+        # peak RSS of any length of the sweep over the RSS the sweep started from (see run_lengths)
+        "rss_growth_over_sweep_mb": max(row["rss_run_peak_mb"] for row in rows) - sweep_start,
+        "rss_growth_per_length_mb": {row["new_tokens"]: row["rss_run_peak_mb"] - sweep_start for row in rows},
         # includes compiling: the hand pipeline compiles during the sweep, the smashed one in its warm-up
         "rss_growth_from_load_mb": rows[-1]["rss_peak_mb"] - result["setup"]["rss_after_load_mb"],
         "per_length_median_ms": {row["new_tokens"]: statistics.median(row["decode_ms"]) for row in rows},
     }
+
+
+def noise_summary(times: list[float] | None) -> str:
+    if not times:
+        return "not measured"
+    median = statistics.median(times)
+    return (
+        f"{statistics.pstdev(times) / median:.3f} (max / median {max(times) / median:.1f}; a fixed "
+        f"1-thread workload of {median:.1f} ms timed {len(times)} times after the sweep)"
+    )
 
 
 def print_table(summaries: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:
@@ -324,7 +379,15 @@ def run_parent(model_name: str, lengths: list[int], reload: bool, quantizer: str
         "smashed config": json.dumps(setup["config"]),
         "decode threads (static_cache's choice)": str(setup["decode_threads"]),
         "smash + warm-up s (2 graphs)": f"{setup['smash_s']:.1f} ({setup['warmup_frames']} frames)",
+        "precompiled graphs": str(setup.get("precompiled_graphs")),
         "static KV cache MB": f"{setup['kv_cache_mb']:.1f}",
+        "smashed RSS growth per length MB": ", ".join(
+            f"{n}: {mb:.1f}" for n, mb in summaries["smashed"]["rss_growth_per_length_mb"].items()
+        ),
+        "smashed decode median per length ms": ", ".join(
+            f"{n}: {ms:.1f}" for n, ms in summaries["smashed"]["per_length_median_ms"].items()
+        ),
+        "machine noise floor std / median": noise_summary(results["smashed"].get("noise_floor_ms")),
         **{
             f"load -> first token, {k} s": f"{v['total_s']:.2f} (load {v['load_s']:.2f})"
             for k, v in reloads.items()
