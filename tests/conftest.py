@@ -24,19 +24,9 @@ pytest_plugins = ["registry_db.testing"]
 
 @pytest.fixture
 def tiny_llama_config() -> Any:
-    from transformers import LlamaConfig
+    from tiny_models import tiny_llama_config
 
-    return LlamaConfig(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        architectures=["LlamaForCausalLM"],
-    )
+    return tiny_llama_config()
 
 
 @pytest.fixture

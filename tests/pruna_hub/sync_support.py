@@ -68,6 +68,11 @@ def tiny_tokenizer() -> Any:
 
 
 def tiny_llama(seed: int = 0) -> Any:
+    """The published bases: tests/tiny_models.py's shape, but the tokenizer's 320 ids and an untied head.
+
+    Defined here, not imported from there: worker subprocesses and benchmarks/worker_throughput.py
+    import this module with only tests/pruna_hub on their path.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)

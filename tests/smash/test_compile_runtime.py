@@ -411,21 +411,9 @@ def test_archive_key_is_never_used_as_a_path_when_malformed(packed: Path) -> Non
 @pytest.fixture(scope="module")
 def inductor_smashed(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, PrunaModel, Path]:
     """The tiny llama smashed with inductor (compiled once for the module), and its saved folder."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny_models import build_tiny_llama
 
-    config = LlamaConfig(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        architectures=["LlamaForCausalLM"],
-    )
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(config).eval()
+    base = build_tiny_llama()
     folder = tmp_path_factory.mktemp("saved")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path_factory.mktemp("compile_cache")))
