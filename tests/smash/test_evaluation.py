@@ -189,7 +189,7 @@ def test_hqq_2bit_has_worse_kl_than_8bit_on_smollm2(
     model, tokenizer = smollm2
     text = tmp_path / "eval.txt"
     text.write_text("\n".join(load_prompts()) * 2)
-    settings = Settings(quality_prompts=8, quality_new_tokens=16, eval_text=str(text), ppl_max_tokens=256)
+    settings = Settings(quality_prompts=4, quality_new_tokens=16, eval_text=str(text), ppl_max_tokens=256)
     results = {}
     for bits in (8, 2):
         smashed = smash(model, {"hqq": {"weight_bits": bits, "group_size": 64, "optimizer_iterations": 5}})
