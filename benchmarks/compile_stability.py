@@ -139,8 +139,8 @@ def run_lengths(generate: Any, ids: Any, lengths: list[int]) -> list[dict[str, A
     flat across lengths, against 15 MB once and then nothing without the trims).
     """
     from smash.evaluation.memory import (
-        _status_kib,
         current_rss,
+        high_water_mark,
         release_freed_memory,
         reset_high_water_mark,
     )
@@ -163,7 +163,7 @@ def run_lengths(generate: Any, ids: Any, lengths: list[int]) -> list[dict[str, A
             "rss_peak_mb": rss_peak_mb(),
             "rss_sweep_start_mb": sweep_start / 2**20,
             "rss_start_mb": start / 2**20,
-            "rss_run_peak_mb": (_status_kib("VmHWM") or current_rss() or 0) / 2**20,
+            "rss_run_peak_mb": (high_water_mark() or current_rss() or 0) / 2**20,
         })  # fmt: skip
     return rows
 

@@ -32,13 +32,12 @@ def tiny_llama_config() -> Any:
 @pytest.fixture
 def make_tiny_llama(tiny_llama_config: Any) -> Callable[..., torch.nn.Module]:
     """A fresh tiny LlamaForCausalLM with seeded random weights, in eval mode."""
-    from transformers import LlamaForCausalLM
+    from tiny_models import build_tiny_llama
 
     def make(seed: int = 0, **overrides: Any) -> torch.nn.Module:
         for key, value in overrides.items():
             setattr(tiny_llama_config, key, value)
-        torch.manual_seed(seed)
-        return LlamaForCausalLM(tiny_llama_config).eval()
+        return build_tiny_llama(seed, tiny_llama_config)
 
     return make
 

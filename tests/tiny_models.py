@@ -1,4 +1,4 @@
-"""The tiny random Llama every test package builds (2 layers, hidden 64): one definition, many variants."""
+"""The tiny random Llama every test package builds (2 layers, hidden 64): one definition."""
 
 from __future__ import annotations
 
@@ -19,17 +19,18 @@ TINY_LLAMA: dict[str, Any] = {
 }
 
 
-def tiny_llama_config(**overrides: Any) -> Any:
-    """A ``LlamaConfig`` of the tiny Llama; ``overrides`` replace its fields."""
+def tiny_llama_config() -> Any:
+    """A new ``LlamaConfig`` of the tiny Llama."""
     from transformers import LlamaConfig
 
-    return LlamaConfig(**{**TINY_LLAMA, **overrides})
+    return LlamaConfig(**TINY_LLAMA)
 
 
-def build_tiny_llama(seed: int = 0, **overrides: Any) -> torch.nn.Module:
-    """A tiny ``LlamaForCausalLM`` with weights seeded by ``seed``, in eval mode."""
+def build_tiny_llama(seed: int = 0, config: Any = None) -> torch.nn.Module:
+    """A tiny ``LlamaForCausalLM`` (of ``config``, default ``tiny_llama_config()``) seeded by ``seed``, in
+    eval mode."""
     from transformers import LlamaForCausalLM
 
-    config = tiny_llama_config(**overrides)
+    config = tiny_llama_config() if config is None else config
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()

@@ -70,6 +70,11 @@ def _status_kib(field: str) -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
+def high_water_mark() -> int | None:
+    """This process's peak RSS in bytes since it started or since ``reset_high_water_mark`` (VmHWM)."""
+    return _status_kib("VmHWM")
+
+
 def reset_high_water_mark() -> bool:
     """Reset VmHWM to the current RSS; False when the kernel does not allow it."""
     try:
@@ -77,7 +82,7 @@ def reset_high_water_mark() -> bool:
             f.write("5")
     except OSError:
         return False
-    hwm, rss = _status_kib("VmHWM"), current_rss()
+    hwm, rss = high_water_mark(), current_rss()
     return hwm is not None and rss is not None and hwm <= rss + 64 * _PAGE
 
 
@@ -154,6 +159,6 @@ class PeakMemoryMeter:
             torch.cuda.synchronize(self.device)
             self.peak = torch.cuda.max_memory_allocated(self.device)
         elif self.method == "rss_hwm":
-            self.peak = _status_kib("VmHWM")
+            self.peak = high_water_mark()
         elif self._sampler is not None:
             self.peak = self._sampler.stop()
