@@ -27,7 +27,13 @@ class RecipeConflictError(RecipeError):
 
     def __init__(self, path: str, field: str, problem: str, *, other: str) -> None:
         self.other = other
-        super().__init__(path, field, problem, f"Give one of them (or {other}) a different `priority`.")
+        super().__init__(
+            path,
+            field,
+            problem,
+            f"Give one of them (or {other}) a different `priority`, or set `rank_by` in both to have the "
+            "sync measure which is faster on its host.",
+        )
 
 
 class NoRecipeError(PrunaHubError, LookupError):
@@ -35,6 +41,14 @@ class NoRecipeError(PrunaHubError, LookupError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class RankingError(PrunaHubError, ValueError):
+    """A recipe could not be measured for a model (its config cannot be built), or the store of
+    measurements cannot be read."""
+
+    def __init__(self, problem: str, hint: str) -> None:
+        super().__init__(f"{problem}. {hint}")
 
 
 # --- model cards -----------------------------------------------------------------------------------------

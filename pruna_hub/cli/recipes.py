@@ -1,7 +1,9 @@
-"""`pruna-hub recipes list|show|check`: see which recipes the sync would use, and validate new ones.
+"""`pruna-hub recipes list|show|check|rank`: see which recipes the sync would use, validate new ones, and
+measure which of a ``rank_by`` tie is fastest on this host.
 
-Thin: loading and validation live in ``pruna_hub.recipes``; this module parses options and renders.
-``check`` only plans (``determine_algorithm_order``); it never loads a model.
+Thin: loading, validation and ranking live in ``pruna_hub.recipes``; this module parses options and renders.
+``check`` only plans (``determine_algorithm_order``); it never loads a model. ``rank`` smashes and times
+random-weight models built from a config.json, as the sync does at discovery.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import click
 
-from pruna_hub.errors import RecipeError
+from pruna_hub.errors import RankingError, RecipeError
 from pruna_hub.recipes import Recipe, RecipeBook, load_directory, load_recipes, parse_recipe_file
 from pruna_hub.recipes.book import builtin_dir
 
@@ -92,6 +94,72 @@ def check_recipes(ctx: click.Context, paths: tuple[Path, ...], builtin: bool, fm
         ctx.exit(1)
 
 
+@recipes.command("rank")
+@click.argument("config_path", type=click.Path(exists=True, path_type=Path))
+@_recipe_dirs
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when present, else cpu.")
+@click.option("--all", "every", is_flag=True, help="Time every matching recipe, not only the top tie.")
+@click.option("--fresh", is_flag=True, help="Measure again instead of reading this host's stored timings.")
+@_format
+def rank_recipes(
+    config_path: Path, recipe_dirs: tuple[Path, ...], device: str | None, every: bool, fresh: bool, fmt: str
+) -> None:
+    """Time the recipes that match CONFIG_PATH (a config.json or a folder holding one) on this host.
+
+    Each recipe is smashed onto a random-weight model of that architecture and its decode timed; the sync
+    makes the same measurement to decide a `rank_by` tie, and reuses what this stores.
+    """
+    from pruna_hub.recipes.ranking import TimingStore, choose, rank
+    from pruna_hub.settings import Settings
+    from pruna_hub.sync.steps import ModelSteps
+
+    model_config = _read_config(config_path)
+    device = device or Settings().resolved_device()
+    book = load_recipes(recipe_dirs)
+    candidates = book.matching(model_config, device) if every else book.top_tier(model_config, device)
+    if not candidates:
+        book.select(model_config, device)  # raises NoRecipeError with what to do
+    steps = ModelSteps()
+    timings = rank(
+        candidates,
+        model_config,
+        measure=lambda config, candidates: steps.time_decode(config, candidates, device=device),
+        store=TimingStore(),
+        device=device,
+        fresh=fresh,
+    )
+    tied = book.top_tier(model_config, device)
+    chosen = choose(tied, [t for t in timings if t.recipe in {r.name for r in tied}])
+    if fmt == "json":
+        data = {"chosen": chosen.name, "timings": [t.to_dict() for t in timings]}
+        click.echo(json.dumps(data, indent=2))
+        return
+    rows = [
+        (
+            ("* " if t.recipe == chosen.name else "  ") + t.recipe,
+            str(r.priority),
+            f"{t.decode_ms:.2f}" if t.decode_ms is not None else "-",
+            "stored" if t.cached else "measured",
+            t.measured_at,
+            t.error or "",
+        )
+        for t, r in zip(timings, candidates, strict=True)
+    ]
+    click.echo(render_table(("RECIPE", "PRIORITY", "DECODE_MS", "SOURCE", "AT", "ERROR"), rows))
+    click.echo(f"* the sync chooses {chosen.name} for this model on this host")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    file = path / "config.json" if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RankingError(f"{file} is not a readable config.json ({e})", "Pass a model's config.json") from e
+    if not isinstance(data, dict):
+        raise RankingError(f"{file} holds a {type(data).__name__}, not a JSON object", "Pass a config.json.")
+    return data
+
+
 def _files(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
@@ -137,7 +205,7 @@ def describe(recipe: Recipe) -> list[str]:
         f"description:   {recipe.description}",
         f"source:        {recipe.source}" + (f" (overrides {recipe.overrides})" if recipe.overrides else ""),
         f"device:        {recipe.device}",
-        f"priority:      {recipe.priority}",
+        f"priority:      {recipe.priority}" + (f" (ties: by {recipe.rank_by})" if recipe.rank_by else ""),
         f"architectures: {', '.join(recipe.architectures) or '(any)'}",
         f"model types:   {', '.join(recipe.model_types) or '(any)'}",
         "algorithms (in order):",

@@ -4,9 +4,11 @@ Rules (also in the package docstring):
 - The built-in recipes (``pruna_hub/recipes/builtin/*.toml``) load first, then each user directory.
 - A user recipe whose name equals a built-in's replaces the built-in (``Recipe.overrides`` records which
   file it replaced); two user recipes of one name are an error, since nothing says which was meant.
-- Selection is deterministic: among the recipes for the device that match the model, the highest
-  ``priority`` wins. Two recipes that could match the same model on the same device at the same priority
-  are rejected when loaded, so selection never has to break a tie.
+- Selection: among the recipes for the device that match the model, the highest ``priority`` wins. Two
+  recipes that could match the same model on the same device at the same priority are rejected when
+  loaded, unless every one of them sets ``rank_by``: then the tie is theirs to have, and the sync decides
+  it by measuring each on the host that runs it (``pruna_hub.recipes.ranking``). ``select`` alone never
+  measures: it breaks such a tie by name.
 """
 
 from __future__ import annotations
@@ -84,8 +86,14 @@ class RecipeBook:
         found = [r for r in self._recipes.values() if r.matches(architectures, model_type, device)]
         return sorted(found, key=lambda r: (-r.priority, r.name))
 
+    def top_tier(self, model_config: Any, device: str) -> list[Recipe]:
+        """The matching recipes at the highest matching priority: one, or a ``rank_by`` tie (by name)."""
+        found = self.matching(model_config, device)
+        return [r for r in found if r.priority == found[0].priority]
+
     def select(self, model_config: Any, device: str) -> Recipe:
-        """The recipe for a model (a config.json dict or a transformers config) on ``device``."""
+        """The recipe for a model (a config.json dict or a transformers config) on ``device``, a
+        ``rank_by`` tie broken by name (``recipes.ranking`` breaks it by measurement instead)."""
         found = self.matching(model_config, device)
         if not found:
             architectures, model_type = model_signature(model_config)
@@ -112,11 +120,13 @@ def model_signature(model_config: Any) -> tuple[tuple[str, ...], str | None]:
 
 
 def check_conflicts(recipes: Iterable[Recipe]) -> None:
-    """Reject two recipes that tie: same device and priority, and some model matching both."""
+    """Reject two recipes that tie (same device and priority, some model matching both) unless both set
+    ``rank_by``, which asks for the tie to be decided by measurement."""
     ordered = sorted(recipes, key=lambda r: (str(r.source), r.name))
     for i, first in enumerate(ordered):
         for second in ordered[i + 1 :]:
-            if first.priority == second.priority and first.overlaps(second):
+            ranked = first.rank_by is not None and second.rank_by is not None
+            if first.priority == second.priority and first.overlaps(second) and not ranked:
                 raise RecipeConflictError(
                     str(second.source),
                     "priority",

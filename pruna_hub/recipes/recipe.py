@@ -34,6 +34,7 @@ TOP_LEVEL = (
     "description",
     "version",
     "priority",
+    "rank_by",
     "device",
     "match",
     "smash",
@@ -45,6 +46,8 @@ TOP_LEVEL = (
 REQUIRED = ("version", "priority", "device", "match", "smash", "quality_gate", "budget", "publish")
 TEMPLATE_FIELDS = ("target_org", "author", "name", "recipe")
 _TEMPLATE_LITERAL = r"[A-Za-z0-9._-]*"
+# How recipes tied at the same priority are told apart: only by measurement on the running host.
+RANK_BY = ("decode_latency",)
 _EXAMPLE_VALUES = {"target_org": "org", "author": "author", "name": "Model-1B", "recipe": "recipe"}
 
 
@@ -136,6 +139,7 @@ class Recipe:
     source: Path
     builtin: bool = False
     overrides: Path | None = field(default=None)
+    rank_by: str | None = None  # set: a tie at its priority is decided by measurement (recipes.ranking)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Recipe) and other.content_hash == self.content_hash
@@ -150,8 +154,8 @@ class Recipe:
         return SmashConfig(self.smash)
 
     def canonical(self) -> dict[str, Any]:
-        """The content that decides what gets published; ``description`` and ``priority`` are left out
-        so that editing prose or re-ranking recipes does not re-smash every model."""
+        """The content that decides what gets published; ``description``, ``priority`` and ``rank_by``
+        are left out so that editing prose or re-ranking recipes does not re-smash every model."""
         return {
             "format": RECIPE_FORMAT,
             "name": self.name,
@@ -177,6 +181,7 @@ class Recipe:
         data.update(
             description=self.description,
             priority=self.priority,
+            rank_by=self.rank_by,
             source=str(self.source),
             builtin=self.builtin,
             overrides=str(self.overrides) if self.overrides else None,
@@ -263,6 +268,7 @@ def parse_recipe(data: Mapping[str, Any], *, name: str, path: Path, builtin: boo
         version=top.integer("version", minimum=1),
         description=top.string("description", default=""),
         priority=top.integer("priority", minimum=-1000, maximum=1000),
+        rank_by=top.string("rank_by", choices=RANK_BY, default=None),
         device=device,
         architectures=architectures,
         model_types=model_types,

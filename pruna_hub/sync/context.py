@@ -7,13 +7,13 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pruna_hub.hub_client import HubClient, RetryPolicy
-from pruna_hub.recipes import RecipeBook, load_recipes
+from pruna_hub.recipes import Recipe, RecipeBook, load_recipes
 from pruna_hub.settings import Settings
 from pruna_hub.sync.steps import ModelSteps
 from registry_db.errors import DatabaseUnreachableError
@@ -100,6 +100,24 @@ class SyncContext:
                 return work(session)
 
         return retry_unreachable(attempt, report=self.report)
+
+    def rank_recipes(self, recipes: Sequence[Recipe], model_config: Mapping[str, Any]) -> tuple[Recipe, str]:
+        """The recipe of a ``rank_by`` tie that decodes fastest on this host, and why (recipes.ranking)."""
+        from pruna_hub.recipes.ranking import TimingStore, choose, describe, rank
+
+        names = ", ".join(r.name for r in recipes)
+        self.report(f"ranking {names} by decode latency on this host (measured once per model shape)")
+        timings = rank(
+            recipes,
+            model_config,
+            measure=lambda config, candidates: self.steps.time_decode(config, candidates, device=self.device),
+            store=TimingStore(),
+            device=self.device,
+        )
+        chosen = choose(recipes, timings)
+        why = describe(chosen, timings)
+        self.report(f"chose {why}")
+        return chosen, why
 
     def close(self) -> None:
         self.catalogue.dispose()

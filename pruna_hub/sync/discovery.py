@@ -13,6 +13,7 @@ when it is no longer among the newest.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pruna_hub.errors import HubError, HubGatedError, HubNotFoundError, NoRecipeError
+from pruna_hub.errors import HubError, HubGatedError, HubNotFoundError
 from pruna_hub.recipes import Recipe
 from pruna_hub.screening import Skip, SkipReason, architectures, parameter_count, screen
 from pruna_hub.sync.context import SyncContext
@@ -122,13 +123,6 @@ def _updated_published(ctx: SyncContext, *, exclude: set[str]) -> Iterable[Any]:
             yield info
 
 
-def _select_recipe(ctx: SyncContext, info: Any) -> Recipe | None:
-    try:
-        return ctx.book.select(info.config or {}, ctx.device)
-    except NoRecipeError:
-        return None
-
-
 def _readable(ctx: SyncContext, info: Any) -> bool:
     """Whether the configured token can read the files of a gated or private repo."""
     if not (getattr(info, "gated", False) or getattr(info, "private", False)):
@@ -141,32 +135,52 @@ def _readable(ctx: SyncContext, info: Any) -> bool:
 
 
 def decide(ctx: SyncContext, info: Any, *, dry_run: bool = False) -> Decision:
-    recipe = _select_recipe(ctx, info)
+    candidates = ctx.book.top_tier(info.config or {}, ctx.device)
     skip = screen(
         info,
         readable=_readable(ctx, info),
-        has_recipe=recipe is not None,
+        has_recipe=bool(candidates),
         max_parameters=ctx.settings.max_parameters,
     )
-    if skip is None and recipe is not None:
-        reason = recipe.budget.exceeded(parameters=parameter_count(info))
-        skip = Skip(SkipReason.TOO_LARGE, reason) if reason else None
-    if recipe is None:
+    if not candidates:
         assert skip is not None
         return Decision(info.id, info.sha, "skipped", reason=skip.reason.value, detail=skip.detail)
+    recipe, why = candidates[0], None
+    if skip is None:
+        fitting = [r for r in candidates if not r.budget.exceeded(parameters=parameter_count(info))]
+        if not fitting:
+            skip = Skip(SkipReason.TOO_LARGE, str(recipe.budget.exceeded(parameters=parameter_count(info))))
+        elif len(fitting) > 1:
+            recipe, why = ctx.rank_recipes(fitting, _full_config(ctx, info))
+        else:
+            recipe = fitting[0]
     if dry_run:
-        return _dry_run_decision(ctx, info, recipe, skip)
-    return _record(ctx, info, recipe, skip)
+        return _dry_run_decision(ctx, info, recipe, skip, why)
+    return _record(ctx, info, recipe, skip, why)
 
 
-def _dry_run_decision(ctx: SyncContext, info: Any, recipe: Recipe, skip: Skip | None) -> Decision:
+def _full_config(ctx: SyncContext, info: Any) -> dict[str, Any]:
+    """The model's whole config.json: the Hub's model info carries only a summary of it."""
+    try:
+        path = ctx.hub.download(info.id, revision=info.sha, allow_patterns=["config.json"]) / "config.json"
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (HubError, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        logger.warning("config.json of %s could not be read (%s); ranking from the Hub's summary", info.id, e)
+        config = None
+    return config if isinstance(config, dict) else dict(info.config or {})
+
+
+def _dry_run_decision(
+    ctx: SyncContext, info: Any, recipe: Recipe, skip: Skip | None, why: str | None
+) -> Decision:
     if skip is not None:
         return Decision(info.id, info.sha, "skipped", recipe.name, skip.reason.value, skip.detail)
     target = recipe.repo_id(info.id, target_org=ctx.settings.target_org)
-    return Decision(info.id, info.sha, "would_queue", recipe.name, detail=f"would publish to {target}")
+    detail = f"would publish to {target}" + (f"; {why}" if why else "")
+    return Decision(info.id, info.sha, "would_queue", recipe.name, detail=detail)
 
 
-def _record(ctx: SyncContext, info: Any, recipe: Recipe, skip: Skip | None) -> Decision:
+def _record(ctx: SyncContext, info: Any, recipe: Recipe, skip: Skip | None, why: str | None) -> Decision:
     config = info.config or {}
     namespace = ctx.catalogue.namespace
     with ctx.catalogue.session() as session:
@@ -207,7 +221,7 @@ def _record(ctx: SyncContext, info: Any, recipe: Recipe, skip: Skip | None) -> D
         )
     if skip is not None:
         return Decision(info.id, info.sha, "skipped", recipe.name, skip.reason.value, skip.detail, job_id)
-    return Decision(info.id, info.sha, "queued", recipe.name, job_id=job_id)
+    return Decision(info.id, info.sha, "queued", recipe.name, detail=why, job_id=job_id)
 
 
 def _license(info: Any) -> str | None:

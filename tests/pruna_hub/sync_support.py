@@ -52,6 +52,51 @@ def write_recipe(
     return directory
 
 
+TIED_RECIPE = """
+description = "tiny tie: {algorithm}, eager, static cache"
+version = 1
+priority = 1000
+rank_by = "decode_latency"
+device = "cpu"
+
+[match]
+architectures = ["LlamaForCausalLM"]
+
+{smash}
+
+[smash.static_cache]
+max_cache_len = 64
+prefill_chunk = 8
+
+[evaluation]
+prompt_lengths = [8]
+generation_lengths = [4, 12]
+quality_prompts = 2
+
+[quality_gate]
+min_top1_agreement = 0.5
+
+[budget]
+max_parameters = 100_000_000
+
+[publish]
+repo_template = "{{target_org}}/{{name}}-{suffix}"
+"""
+TIED_SMASH = {
+    "tiny-hqq8": ('[smash.hqq]\nweight_bits = 8\ngroup_size = 64\ncompute_dtype = "float32"', "hqq"),
+    "tiny-int8": ("[smash.int8_weight]", "int8"),
+}
+
+
+def write_tied_recipes(directory: Path) -> Path:
+    """Two eager tiny recipes tied at one priority with ``rank_by``: the sync measures which to use."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, (smash, suffix) in TIED_SMASH.items():
+        text = TIED_RECIPE.format(algorithm=suffix, smash=smash, suffix=suffix)
+        (directory / f"{name}.toml").write_text(text)
+    return directory
+
+
 def tiny_tokenizer() -> Any:
     """A byte-level BPE tokenizer trained in memory (300 tokens), so cards' snippets can run offline."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

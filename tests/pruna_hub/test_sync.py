@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,15 @@ from typing import Any
 import pytest
 import yaml
 from huggingface_hub import HfApi, ModelCard
-from sync_support import card, publish_base, write_recipe
+from sync_support import card, publish_base, write_recipe, write_tied_recipes
 
 from pruna_hub.card import extract_snippet
 from pruna_hub.hub_client import RetryPolicy
 from pruna_hub.hubstore import LocalHub, Principal
+from pruna_hub.recipes.ranking import RecipeTiming, TimingStore, choose
 from pruna_hub.settings import load_settings
 from pruna_hub.sync.context import SyncContext
+from pruna_hub.sync.discovery import discover
 from pruna_hub.sync.service import sync_once
 from registry_db.models import Job
 from registry_db.queries import show_artifact
@@ -108,6 +111,35 @@ def test_sync_publishes_a_verified_artifact_with_a_card_and_is_idempotent(
     assert [d.action for d in again.decisions] == ["seen"]
     assert again.outcomes == []
     assert len(api.list_repo_commits(TARGET)) == commits_before
+
+
+def test_a_rank_by_tie_is_decided_by_measuring_on_this_host_then_published(
+    make_ctx: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRUNA_HUB_HOME", str(tmp_path / "home"))
+    publish_base(acme(), "acme/tiny-llama", tmp_path / "base")
+    ctx = make_ctx(write_tied_recipes(tmp_path / "tied"))
+
+    [planned] = discover(ctx, dry_run=True)
+    entries = json.loads(TimingStore().path.read_text())["entries"].values()
+    timings = [RecipeTiming(**{k: v for k, v in e.items() if k != "host"}) for e in entries]
+    assert sorted(t.recipe for t in timings) == ["tiny-hqq8", "tiny-int8"]
+    assert all(t.decode_ms is not None and t.decode_ms > 0 for t in timings)
+    measured = choose(ctx.book.top_tier({"architectures": ["LlamaForCausalLM"]}, "cpu"), timings)
+    assert (planned.action, planned.recipe) == ("would_queue", measured.name)
+    assert "by decode latency on this host: tiny-hqq8 " in str(planned.detail)
+
+    summary = sync_once(ctx)  # the stored timings decide: nothing is measured twice
+    [decision] = summary.decisions
+    assert (decision.action, decision.recipe, decision.detail) == (
+        "queued",
+        measured.name,
+        planned.detail.split("; ", 1)[1],
+    )
+    [outcome] = summary.outcomes
+    assert outcome.state == "published", outcome.error
+    assert outcome.recipe == measured.name
+    assert outcome.target_repo_id == measured.repo_id("acme/tiny-llama", target_org="PrunaAI")
 
 
 def test_the_published_card_carries_the_base_metadata_and_its_snippet_runs(

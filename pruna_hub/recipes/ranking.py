@@ -1,0 +1,213 @@
+"""Deciding a ``rank_by`` tie by measuring each recipe on the host that runs the sync.
+
+Recipes tied at one priority, each with ``rank_by = "decode_latency"``, are all acceptable to their
+author. Each keeps its own quality gate. Which one decodes fastest depends on the CPU. On SmolLM2-135M,
+``benchmarks/article_table.py`` measured (2-core VMs, compiled decode medians):
+- llama-cpu-hqq8 24.8 ms against 34.5 ms for llama-cpu-int8 on one host;
+- 58.6 against 44.2 ms on an AVX2-only host, where torch's int4 kernel, which 8-bit hqq runs on, was
+  2.5x slower than the int8 kernel on the same layer.
+So no fixed priority is right everywhere.
+
+What is measured: each candidate recipe exactly as written (its whole SmashConfig, ``torch_compile``
+included), applied to a model of the new model's architecture. The model is built from its config.json
+with random weights: decode speed depends on shapes, dtypes and kernels, not on weight values. So only
+config.json is downloaded at discovery, and the fine-tunes of one base share one measurement. The timed
+quantity is the median decode-step latency over a few generations (``smash.evaluation.measure_efficiency``),
+the candidates timed in turns after all are smashed, so a machine that drifts during the smashes slows
+each of them alike (``ModelSteps.time_decode``).
+
+Measurements are kept in a JSON file keyed by the host (CPU model and instruction-set flags, core and
+thread counts, torch and smash versions, the CUDA device), the model's shape (its config without names
+and token ids) and the recipe's content hash. A change to any of them measures again. ``pruna-hub
+recipes rank --fresh`` measures again on demand.
+
+Choice: the fastest. Candidates within ``TIE_MARGIN`` of it count as equally fast, and the first of
+those by name wins, so run-to-run noise does not flip a decision. A candidate that cannot be smashed for
+this model (an algorithm does not apply, the config cannot be built) is left out, with its reason
+recorded. If none can be measured, the tie is broken by name, and the job reports the error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from pruna_hub.errors import RankingError
+from pruna_hub.recipes.recipe import Recipe
+from pruna_hub.settings import data_dir
+
+logger = logging.getLogger(__name__)
+
+TIE_MARGIN = 0.03
+STORE_FORMAT = 1
+# Config keys that name or tokenize but never change the computation.
+_IDENTITY_KEYS = frozenset(
+    {"_name_or_path", "name_or_path", "transformers_version", "bos_token_id", "eos_token_id", "pad_token_id"}
+)
+_ISA_FLAG = re.compile(r"^(avx|amx|fma|f16c|sse4|vnni)")
+
+# (model config, recipes) -> (median decode-step seconds by recipe name, why a recipe could not be timed
+# by name); raises RankingError when no recipe can be timed on this config.
+Measure = Callable[[Mapping[str, Any], Sequence[Recipe]], tuple[Mapping[str, float], Mapping[str, str]]]
+
+
+@dataclass(frozen=True)
+class RecipeTiming:
+    """One candidate's measurement: ``decode_ms``, or ``error`` when it could not be smashed and timed."""
+
+    recipe: str
+    decode_ms: float | None
+    measured_at: str
+    error: str | None = None
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_store_path() -> Path:
+    return data_dir() / "recipe-timings.json"
+
+
+def host_description(device: str) -> dict[str, Any]:
+    """What decode speed depends on besides the model and recipe."""
+    import torch
+
+    import smash
+
+    return {
+        "processor": _cpu_field("model name"),
+        "isa": sorted(f for f in _cpu_field("flags").split() if _ISA_FLAG.match(f)),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "smash": smash.__version__,
+        "device": device,
+        "cuda": torch.cuda.get_device_name() if device == "cuda" and torch.cuda.is_available() else None,
+    }
+
+
+def _cpu_field(name: str) -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _digest(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def shape_key(model_config: Mapping[str, Any]) -> str:
+    """The same for every model whose config differs only in names and token ids."""
+    return _digest({k: v for k, v in model_config.items() if k not in _IDENTITY_KEYS})
+
+
+class TimingStore:
+    """The measurements of one or more hosts in a JSON file, shared safely by processes on this host."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_store_path()
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            # A cache: what it held is measured again, and the next write replaces the file.
+            logger.warning("the recipe timing store %s cannot be read (%s); measuring again", self.path, e)
+            return {}
+        if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
+            return {}  # another format: measured again, then rewritten
+        entries = data.get("entries")
+        return entries if isinstance(entries, dict) else {}
+
+    def get(self, key: str) -> RecipeTiming | None:
+        entry = self._read().get(key)
+        if not isinstance(entry, dict):
+            return None
+        fields = {k: v for k, v in entry.items() if k != "host"}
+        try:
+            return RecipeTiming(**{**fields, "cached": True})
+        except TypeError:  # an entry of another shape: measured again
+            return None
+
+    def put(self, key: str, timing: RecipeTiming, *, host: Mapping[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock"):
+            entries = self._read()
+            entries[key] = {**timing.to_dict(), "host": dict(host)}
+            entries[key].pop("cached")
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"format": STORE_FORMAT, "entries": entries}, indent=1))
+            temporary.replace(self.path)
+
+
+def rank(
+    recipes: Sequence[Recipe],
+    model_config: Mapping[str, Any],
+    *,
+    measure: Measure,
+    store: TimingStore,
+    device: str,
+    fresh: bool = False,
+) -> list[RecipeTiming]:
+    """Each recipe's timing on this host, in the order given: from the store unless ``fresh``, the rest
+    measured together (in turns) and stored."""
+    host = host_description(device)
+    prefix = f"{_digest(host)}/{shape_key(model_config)}"
+    keys = {r.name: f"{prefix}/{r.content_hash}" for r in recipes}
+    found = {} if fresh else {name: store.get(key) for name, key in keys.items()}
+    timings = {name: timing for name, timing in found.items() if timing is not None}
+    missing = [r for r in recipes if r.name not in timings]
+    if missing:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        try:
+            seconds, errors = measure(model_config, missing)
+        except RankingError as e:
+            seconds, errors = {}, {r.name: f"{type(e).__name__}: {e}" for r in missing}
+        for recipe in missing:
+            ms = seconds.get(recipe.name)
+            error = errors.get(recipe.name, "not timed") if ms is None else None
+            timing = RecipeTiming(recipe.name, None if ms is None else round(ms * 1e3, 3), now, error)
+            store.put(keys[recipe.name], timing, host=host)
+            timings[recipe.name] = timing
+    return [timings[r.name] for r in recipes]
+
+
+def choose(recipes: Sequence[Recipe], timings: Sequence[RecipeTiming]) -> Recipe:
+    """The fastest measured recipe; within ``TIE_MARGIN`` of it, the first by name; none measured: the
+    first by name."""
+    by_name = sorted(recipes, key=lambda r: r.name)
+    measured = {t.recipe: t.decode_ms for t in timings if t.decode_ms is not None}
+    if not measured:
+        return by_name[0]
+    fastest = min(measured.values())
+    return next(r for r in by_name if r.name in measured and measured[r.name] <= fastest * (1 + TIE_MARGIN))
+
+
+def describe(chosen: Recipe, timings: Sequence[RecipeTiming]) -> str:
+    """One line for the sync's report and the discovery decision."""
+    parts = [
+        f"{t.recipe} {t.decode_ms:.1f} ms" if t.decode_ms is not None else f"{t.recipe} failed ({t.error})"
+        for t in timings
+    ]
+    return f"{chosen.name} by decode latency on this host: {', '.join(parts)}"
