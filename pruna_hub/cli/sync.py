@@ -36,7 +36,8 @@ def local_hub_endpoint(root: Path | None) -> Iterator[str | None]:
 
 class StopFlag:
     """Set by SIGTERM: the current job finishes, then the loop stops. (SIGINT, Ctrl-C, stops at once and
-    releases the current job back to the queue: see ``pruna_hub.sync.job.run_job``.)"""
+    releases the current job back to the queue: see ``pruna_hub.sync.job.run_job``; with Ray, the driver
+    cancels its submitted tasks and releases their jobs: ``pruna_hub.sync.executors``.)"""
 
     def __init__(self) -> None:
         self.stopped = False

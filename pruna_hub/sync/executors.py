@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pruna_hub.errors import PrunaHubError
-from pruna_hub.sync.job import JobOutcome, run_job
+from pruna_hub.sync.job import JobOutcome, release, run_job
 from pruna_hub.sync.service import claim, work
 from registry_db.errors import LeaseLostError
 from registry_db.jobs import Lease, fail_job
@@ -106,8 +106,23 @@ class RayExecutor:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> list[JobOutcome]:
         ray = self._init()
-        task = ray.remote(max_retries=0)(_run_in_ray_task)
         running: dict[Any, Lease] = {}
+        try:
+            return self._drain(ctx, ray, running, max_jobs=max_jobs, should_stop=should_stop)
+        except KeyboardInterrupt:
+            _cancel(ctx, ray, running)
+            raise
+
+    def _drain(
+        self,
+        ctx: SyncContext,
+        ray: Any,
+        running: dict[Any, Lease],
+        *,
+        max_jobs: int | None,
+        should_stop: Callable[[], bool],
+    ) -> list[JobOutcome]:
+        task = ray.remote(max_retries=0)(_run_in_ray_task)
         outcomes: list[JobOutcome] = []
         claimed = 0
         while True:
@@ -143,6 +158,15 @@ class RayExecutor:
         outcome = JobOutcome(lease.job_id)
         outcome.__dict__.update(data)
         return outcome
+
+
+def _cancel(ctx: SyncContext, ray: Any, running: dict[Any, Lease]) -> None:
+    """Ctrl-C: stop the submitted tasks and give their jobs back at once (queued, the attempt not counted)
+    rather than leave them leased until their leases expire. A task that finished meanwhile keeps its
+    result: its lease is no longer held, so the release of that job is refused and reported."""
+    for ref, lease in running.items():
+        ray.cancel(ref, force=True)
+        release(ctx, lease)
 
 
 def _record_crash(ctx: SyncContext, lease: Lease, error: BaseException) -> JobOutcome:

@@ -150,12 +150,12 @@ def run_job(ctx: SyncContext, lease: Lease) -> JobOutcome:
     except Exception as e:
         _record_failure(ctx, lease, e, outcome)
     except KeyboardInterrupt:
-        _release(ctx, lease)
+        release(ctx, lease)
         raise
     return outcome
 
 
-def _release(ctx: SyncContext, lease: Lease) -> None:
+def release(ctx: SyncContext, lease: Lease) -> None:
     """Ctrl-C: give the job back at once (queued, the attempt not counted) rather than leave it leased
     until the lease expires; a rerun adopts whatever this attempt already published."""
     try:

@@ -431,7 +431,7 @@ def local_ray(tmp_path: Path, store: Store) -> Iterator[Path]:
 
 
 @pytest.mark.slow
-def test_ray_runs_real_jobs_and_records_crashed_tasks_as_failed_attempts(
+def test_ray_runs_real_jobs_records_crashed_tasks_and_gives_jobs_back_on_ctrl_c(
     tmp_path: Path, store: Store, recipe_dir: Path, recipe: Recipe, local_ray: Path
 ) -> None:
     from pruna_hub.settings import load_settings
@@ -489,3 +489,26 @@ def test_ray_runs_real_jobs_and_records_crashed_tasks_as_failed_attempts(
     assert artifact.repo_id == target and artifact.verified
     assert assert_published_once(store, target, flaky_revision, flaky_repo) == artifact.commit_sha
     assert not store.api().repo_exists(f"RayOrg/{doomed_repo.split('/')[1]}-smashed-test")
+
+    # Ctrl-C while a task runs: the task is cancelled and its job given back at once, the attempt not
+    # counted (not left leased until the lease expires).
+    with Catalogue.open(url) as catalogue:
+        interrupted, interrupted_repo, _ = one_job(store, catalogue, recipe, tmp_path, "ray-interrupted")
+    asked: list[bool] = []
+
+    def ctrl_c_after_one_submission() -> bool:
+        asked.append(True)
+        if len(asked) > 1:
+            raise KeyboardInterrupt
+        return False
+
+    ctx = SyncContext.open(settings, report=lambda message: None)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            RayExecutor(num_cpus=2, parallelism=2).drain(ctx, should_stop=ctrl_c_after_one_submission)
+    finally:
+        ctx.close()
+    with Catalogue.open(url) as catalogue:
+        job = next(j for j in jobs_of(catalogue) if j.id == interrupted)
+    assert (job.state, job.attempts, job.lease_owner) == ("queued", 0, None)
+    assert not store.api().repo_exists(f"RayOrg/{interrupted_repo.split('/')[1]}-smashed-test")
