@@ -4,7 +4,8 @@ A recipe file ``<name>.toml`` (the file stem is the recipe's name)::
 
     description = "Llama family on CPU: 8-bit HQQ weights, compiled, static KV cache."
     version = 1            # bump to republish every model made with it (it is part of the content hash)
-    priority = 100         # the highest-priority matching recipe is chosen; ties are a load-time error
+    priority = 100         # the highest-priority matching recipe is chosen; ties are a load-time error,
+    rank_by = "decode_latency"  # unless each tied recipe sets this: the sync then times them on its host
     device = "cpu"         # or "cuda"
 
     [match]                # every non-empty list must match (any of the model's architectures)
@@ -28,7 +29,8 @@ A recipe file ``<name>.toml`` (the file stem is the recipe's name)::
 
 Every file is validated when loaded (``RecipeError`` names the file and the dotted field), its SmashConfig
 is ordered with ``determine_algorithm_order`` at load, and ``Recipe.content_hash`` (sha256 of a canonical
-JSON of the validated content, without ``description`` and ``priority``) identifies it in the catalogue.
+JSON of the validated content, without ``description``, ``priority`` and ``rank_by``) identifies it in the
+catalogue. How a ``rank_by`` tie is measured and decided: ``pruna_hub.recipes.ranking``.
 User directories are loaded after the built-ins; a user recipe with a built-in's name overrides it.
 """
 
