@@ -157,11 +157,14 @@ def catalogue(db_url: str, namespace: str) -> Iterator[Any]:
 
 
 def claim_until_empty(
-    url: str, namespace: str, owner: str, start: Any, lease_seconds: float = 60.0
+    url: str, namespace: str, owner: str, start: Any, lease_seconds: float = 60.0, pause_s: float = 0.002
 ) -> list[int]:
     """Claim and complete jobs until none is left; returns the ids this process completed.
 
-    ``start`` is a multiprocessing Event: every worker waits for it so that they all race from the start.
+    ``start`` is a multiprocessing Barrier of all the workers (or an Event set once they are up): every
+    worker has its catalogue open before it waits, so that they all race from the start. ``pause_s``
+    after each job stands for the work a real worker does between claims: without it, SQLite (whose busy
+    handler sleeps and retries, with no queue) let one process take all 200 jobs about once in 17 runs.
     """
     from registry_db.jobs import claim_next_job, complete_job
     from registry_db.session import Catalogue
@@ -179,6 +182,7 @@ def claim_until_empty(
             with catalogue.session() as session:
                 complete_job(session, lease)
             done.append(lease.job_id)
+            time.sleep(pause_s)
 
 
 def upgrade_in_process(url: str, start: Any) -> str | None:

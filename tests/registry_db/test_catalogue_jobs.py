@@ -231,13 +231,14 @@ def test_namespaces_do_not_see_each_others_jobs(db_url: str, namespace: str) -> 
 def _race(catalogue: Catalogue, url: str, workers: int, jobs: int) -> None:
     ids = _new_jobs(catalogue, jobs)
     context = multiprocessing.get_context("spawn")
-    start = context.Manager().Event()
+    # A barrier, not an event set after submitting: on a fast host one spawned worker drained all the
+    # jobs before the other had even started (2026-11-30, "the workers did not race").
+    start = context.Manager().Barrier(workers)
     with context.Pool(workers) as pool:
         pending = [
             pool.apply_async(claim_until_empty, (url, catalogue.namespace, f"worker-{i}", start))
             for i in range(workers)
         ]
-        start.set()
         done = [p.get(timeout=300) for p in pending]
     claims = Counter(job_id for worker in done for job_id in worker)
     assert sorted(claims) == sorted(ids)
