@@ -15,14 +15,6 @@ class SmashError(Exception):
     """Root of every error raised by ``smash``."""
 
 
-class AllocatorSettingError(SmashError, ValueError):
-    """An environment variable that tunes the process's memory allocator has a value it cannot take."""
-
-    def __init__(self, variable: str, value: str, allowed: str) -> None:
-        self.variable, self.value = variable, value
-        super().__init__(f"{variable}={value!r} is not valid: expected {allowed}. Fix or unset it.")
-
-
 # --- configuration ---------------------------------------------------------------------------------------
 
 

@@ -34,7 +34,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from smash.allocator import hold_mmap_threshold
 from smash.errors import GenerationInputError
 from smash.precompiled import Graphs
 
@@ -81,14 +80,8 @@ def attached_runtime(model: nn.Module) -> StaticGenerationRuntime | None:
 
 
 def attach_runtime(model: nn.Module, spec: RuntimeSpec) -> StaticGenerationRuntime:
-    """Give ``model`` a runtime; stored outside parameters/buffers so ``state_dict`` does not change.
-
-    On CPU this also holds glibc's mmap threshold for the process (``smash.allocator``): with it adjusting
-    itself, a decode loop's per-step buffers fragmented the heap (+407 MB over a 512-token sweep).
-    """
+    """Give ``model`` a runtime; stored outside parameters/buffers so ``state_dict`` does not change."""
     runtime = StaticGenerationRuntime(model, spec)
-    if runtime.device.type == "cpu":
-        hold_mmap_threshold()
     object.__setattr__(model, RUNTIME_ATTR, runtime)
     return runtime
 
@@ -365,9 +358,9 @@ class StaticGenerationRuntime:
         logits = self.prefill(batch)
         finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
         eos_tensor = torch.tensor(sorted(request.eos), dtype=torch.long, device=self.device)
-        # EOS ids masked before min_new_tokens, selected once: selecting them anew every step (a few small
-        # tensors between two logits buffers) fragmented glibc's heap so that an int8 + compile SmolLM2
-        # grew ~0.3 MB a step, +500 MB over a 512-token generation (benchmarks/compile_stability.py).
+        # EOS ids masked before min_new_tokens, selected once per generation: selecting them anew at every
+        # step put a few small tensors between two logits buffers, which fragmented glibc's heap so that an
+        # int8 + compile SmolLM2 grew ~0.3 MB a step (benchmarks/compile_stability.py; see the README).
         banned = eos_tensor[eos_tensor < logits.shape[-1]]
         out: list[torch.Tensor] = []
         for step in range(request.max_new_tokens):

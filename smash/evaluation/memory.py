@@ -19,6 +19,8 @@ plus this increase, which on CUDA and CPU alike leaves out the other model and t
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import os
 import re
@@ -28,11 +30,19 @@ from types import TracebackType
 
 import torch
 
-from smash.allocator import libc
-
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _STATUS = "/proc/self/status"
-_LIBC = libc()
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
 
 
 def release_freed_memory() -> None:
