@@ -44,8 +44,8 @@ class NoRecipeError(PrunaHubError, LookupError):
 
 
 class RankingError(PrunaHubError, ValueError):
-    """A recipe could not be measured for a model (its config cannot be built), or the store of
-    measurements cannot be read."""
+    """A model's config cannot be built into a model to time recipes on, or ``recipes rank`` was given
+    something that is not a config.json. (An unreadable or unwritable timing store is only logged.)"""
 
     def __init__(self, problem: str, hint: str) -> None:
         super().__init__(f"{problem}. {hint}")

@@ -151,14 +151,18 @@ class TimingStore:
             return None
 
     def put(self, key: str, timing: RecipeTiming, *, host: Mapping[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.path) + ".lock"):
-            entries = self._read()
-            entries[key] = {**timing.to_dict(), "host": dict(host)}
-            entries[key].pop("cached")
-            temporary = self.path.with_suffix(".tmp")
-            temporary.write_text(json.dumps({"format": STORE_FORMAT, "entries": entries}, indent=1))
-            temporary.replace(self.path)
+        """Store one timing; a store that cannot be written is logged, not raised (the decision stands,
+        and the next sync measures again)."""
+        entry = {k: v for k, v in timing.to_dict().items() if k != "cached"} | {"host": dict(host)}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.path) + ".lock"):
+                entries = self._read() | {key: entry}
+                temporary = self.path.with_suffix(".tmp")
+                temporary.write_text(json.dumps({"format": STORE_FORMAT, "entries": entries}, indent=1))
+                temporary.replace(self.path)
+        except OSError as e:
+            logger.warning("the recipe timing store %s cannot be written (%s); not kept", self.path, e)
 
 
 def rank(

@@ -146,6 +146,17 @@ def test_an_unreadable_store_is_measured_again_and_rewritten(
     assert len(json.loads(store.path.read_text())["entries"]) == 2
 
 
+def test_a_store_that_cannot_be_written_still_ranks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    recipes = tie(tmp_path / "recipes")
+    (tmp_path / "a-file").write_text("")
+    store = TimingStore(tmp_path / "a-file" / "timings.json")  # its parent is a file: mkdir fails
+    with caplog.at_level(logging.WARNING):
+        timings = rank(recipes, tiny_config(), measure=CountingSteps(), store=store, device="cpu")
+    assert all(t.decode_ms is not None for t in timings)
+    assert "cannot be written" in caplog.text
+    assert choose(recipes, timings) in recipes
+
+
 # --- the CLI -----------------------------------------------------------------------------------------------
 
 
