@@ -116,7 +116,8 @@ def rank_recipes(
     model_config = _read_config(config_path)
     device = device or Settings().resolved_device()
     book = load_recipes(recipe_dirs)
-    candidates = book.matching(model_config, device) if every else book.top_tier(model_config, device)
+    tied = book.top_tier(model_config, device)
+    candidates = book.matching(model_config, device) if every else tied
     if not candidates:
         book.select(model_config, device)  # raises NoRecipeError with what to do
     steps = ModelSteps()
@@ -128,7 +129,6 @@ def rank_recipes(
         device=device,
         fresh=fresh,
     )
-    tied = book.top_tier(model_config, device)
     chosen = choose(tied, [t for t in timings if t.recipe in {r.name for r in tied}])
     if fmt == "json":
         data = {"chosen": chosen.name, "timings": [t.to_dict() for t in timings]}

@@ -16,10 +16,12 @@ quantity is the median decode-step latency over a few generations (``smash.evalu
 the candidates timed in turns after all are smashed, so a machine that drifts during the smashes slows
 each of them alike (``ModelSteps.time_decode``).
 
-Measurements are kept in a JSON file keyed by the host (CPU model and instruction-set flags, core and
-thread counts, torch and smash versions, the CUDA device), the model's shape (its config without names
-and token ids) and the recipe's content hash. A change to any of them measures again. ``pruna-hub
-recipes rank --fresh`` measures again on demand.
+Measurements are kept in a JSON file, keyed by three things:
+- the host: ``smash.evaluation``'s environment (CPU model, cores, threads, OMP_WAIT_POLICY, library
+  versions, CUDA device) plus the CPU's instruction-set flags;
+- the model's shape: its config without names and token ids;
+- the recipe's content hash.
+A change to any of them measures again. ``pruna-hub recipes rank --fresh`` measures again on demand.
 
 Choice: the fastest. Candidates within ``TIE_MARGIN`` of it count as equally fast, and the first of
 those by name wins, so run-to-run noise does not flip a decision. A candidate that cannot be smashed for
@@ -32,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -80,34 +81,32 @@ def default_store_path() -> Path:
 
 
 def host_description(device: str) -> dict[str, Any]:
-    """What decode speed depends on besides the model and recipe."""
+    """What decode speed depends on besides the model and recipe: the evaluation's own environment
+    (processor, cores, threads, OMP_WAIT_POLICY, library versions, CUDA device) plus the CPU's
+    instruction sets and torch's CPU capability."""
     import torch
 
-    import smash
+    from smash.evaluation import Settings
+    from smash.evaluation.evaluate import environment
 
     return {
-        "processor": _cpu_field("model name"),
-        "isa": sorted(f for f in _cpu_field("flags").split() if _ISA_FLAG.match(f)),
+        **environment(Settings(device=device)),
+        "isa": _isa_flags(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "smash": smash.__version__,
         "device": device,
-        "cuda": torch.cuda.get_device_name() if device == "cuda" and torch.cuda.is_available() else None,
     }
 
 
-def _cpu_field(name: str) -> str:
+def _isa_flags() -> list[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() == name:
-                    return value.strip()
+                if key.strip() == "flags":
+                    return sorted(flag for flag in value.split() if _ISA_FLAG.match(flag))
     except OSError:
         pass
-    return ""
+    return []
 
 
 def _digest(data: Any) -> str:
@@ -140,24 +139,31 @@ class TimingStore:
         entries = data.get("entries")
         return entries if isinstance(entries, dict) else {}
 
-    def get(self, key: str) -> RecipeTiming | None:
-        entry = self._read().get(key)
-        if not isinstance(entry, dict):
-            return None
-        fields = {k: v for k, v in entry.items() if k != "host"}
-        try:
-            return RecipeTiming(**{**fields, "cached": True})
-        except TypeError:  # an entry of another shape: measured again
-            return None
+    def get(self, keys: Sequence[str]) -> dict[str, RecipeTiming]:
+        """The stored timings of those ``keys`` that have one (one read of the file)."""
+        entries = self._read()
+        found = {}
+        for key in keys:
+            entry = entries.get(key)
+            if not isinstance(entry, dict):
+                continue
+            try:
+                found[key] = RecipeTiming(**{k: v for k, v in entry.items() if k != "host"}, cached=True)
+            except TypeError:  # an entry of another shape: measured again
+                continue
+        return found
 
-    def put(self, key: str, timing: RecipeTiming, *, host: Mapping[str, Any]) -> None:
-        """Store one timing; a store that cannot be written is logged, not raised (the decision stands,
-        and the next sync measures again)."""
-        entry = {k: v for k, v in timing.to_dict().items() if k != "cached"} | {"host": dict(host)}
+    def put(self, timings: Mapping[str, RecipeTiming], *, host: Mapping[str, Any]) -> None:
+        """Store timings by key in one write; a store that cannot be written is logged, not raised (the
+        decision stands, and the next sync measures again)."""
+        new = {
+            key: {k: v for k, v in timing.to_dict().items() if k != "cached"} | {"host": dict(host)}
+            for key, timing in timings.items()
+        }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(self.path) + ".lock"):
-                entries = self._read() | {key: entry}
+                entries = self._read() | new
                 temporary = self.path.with_suffix(".tmp")
                 temporary.write_text(json.dumps({"format": STORE_FORMAT, "entries": entries}, indent=1))
                 temporary.replace(self.path)
@@ -179,8 +185,8 @@ def rank(
     host = host_description(device)
     prefix = f"{_digest(host)}/{shape_key(model_config)}"
     keys = {r.name: f"{prefix}/{r.content_hash}" for r in recipes}
-    found = {} if fresh else {name: store.get(key) for name, key in keys.items()}
-    timings = {name: timing for name, timing in found.items() if timing is not None}
+    stored = {} if fresh else store.get(list(keys.values()))
+    timings = {name: stored[key] for name, key in keys.items() if key in stored}
     missing = [r for r in recipes if r.name not in timings]
     if missing:
         now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -191,9 +197,10 @@ def rank(
         for recipe in missing:
             ms = seconds.get(recipe.name)
             error = errors.get(recipe.name, "not timed") if ms is None else None
-            timing = RecipeTiming(recipe.name, None if ms is None else round(ms * 1e3, 3), now, error)
-            store.put(keys[recipe.name], timing, host=host)
-            timings[recipe.name] = timing
+            timings[recipe.name] = RecipeTiming(
+                recipe.name, None if ms is None else round(ms * 1e3, 3), now, error
+            )
+        store.put({keys[r.name]: timings[r.name] for r in missing}, host=host)
     return [timings[r.name] for r in recipes]
 
 

@@ -147,9 +147,10 @@ def decide(ctx: SyncContext, info: Any, *, dry_run: bool = False) -> Decision:
         return Decision(info.id, info.sha, "skipped", reason=skip.reason.value, detail=skip.detail)
     recipe, why = candidates[0], None
     if skip is None:
-        fitting = [r for r in candidates if not r.budget.exceeded(parameters=parameter_count(info))]
+        parameters = parameter_count(info)
+        fitting = [r for r in candidates if not r.budget.exceeded(parameters=parameters)]
         if not fitting:
-            skip = Skip(SkipReason.TOO_LARGE, str(recipe.budget.exceeded(parameters=parameter_count(info))))
+            skip = Skip(SkipReason.TOO_LARGE, str(recipe.budget.exceeded(parameters=parameters)))
         elif len(fitting) > 1:
             recipe, why = ctx.rank_recipes(fitting, _full_config(ctx, info))
         else:
