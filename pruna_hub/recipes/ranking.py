@@ -27,6 +27,10 @@ Choice: the fastest. Candidates within ``TIE_MARGIN`` of it count as equally fas
 those by name wins, so run-to-run noise does not flip a decision. A candidate that cannot be smashed for
 this model (an algorithm does not apply, the config cannot be built) is left out, with its reason
 recorded. If none can be measured, the tie is broken by name, and the job reports the error.
+
+Speed is measured on random weights, quality only on the real ones: when the chosen recipe fails its
+quality gate on a model, its job fails with the numbers, and the next recipe of the tie, ranked the same
+way among those not tried yet, is queued for the same base revision (``pruna_hub.sync.fallback``).
 """
 
 from __future__ import annotations

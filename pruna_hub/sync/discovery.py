@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -29,6 +29,9 @@ from registry_db.jobs import create_or_get_job
 from registry_db.models import Artifact, BaseModel, Job
 from registry_db.models import Recipe as RecipeRow
 from registry_db.records import upsert_base_model, upsert_recipe
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 logger = logging.getLogger(__name__)
 
@@ -162,13 +165,34 @@ def decide(ctx: SyncContext, info: Any, *, dry_run: bool = False) -> Decision:
 
 def _full_config(ctx: SyncContext, info: Any) -> dict[str, Any]:
     """The model's whole config.json: the Hub's model info carries only a summary of it."""
+    return full_config(ctx, info.id, info.sha, summary=info.config)
+
+
+def full_config(
+    ctx: SyncContext, repo_id: str, revision: str, *, summary: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``config.json`` of one revision (one small download, cached by the Hub client); ``summary`` (or
+    empty) when it cannot be read."""
     try:
-        path = ctx.hub.download(info.id, revision=info.sha, allow_patterns=["config.json"]) / "config.json"
+        path = ctx.hub.download(repo_id, revision=revision, allow_patterns=["config.json"]) / "config.json"
         config = json.loads(path.read_text(encoding="utf-8"))
     except (HubError, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        logger.warning("config.json of %s could not be read (%s); ranking from the Hub's summary", info.id, e)
+        logger.warning("config.json of %s could not be read (%s); ranking from the Hub's summary", repo_id, e)
         config = None
-    return config if isinstance(config, dict) else dict(info.config or {})
+    return config if isinstance(config, dict) else dict(summary or {})
+
+
+def recipe_row(session: Session, namespace: str, recipe: Recipe) -> RecipeRow:
+    """The catalogue row of ``recipe`` (by content hash), created if new."""
+    return upsert_recipe(
+        session,
+        namespace=namespace,
+        name=recipe.name,
+        content_hash=recipe.content_hash,
+        smash_config=recipe.smash_config().to_dict(),
+        version=str(recipe.version),
+        algorithms=list(recipe.order),
+    )
 
 
 def _dry_run_decision(
@@ -198,15 +222,7 @@ def _record(ctx: SyncContext, info: Any, recipe: Recipe, skip: Skip | None, why:
             hub_created_at=getattr(info, "created_at", None),
             hub_modified_at=getattr(info, "last_modified", None),
         )
-        row = upsert_recipe(
-            session,
-            namespace=namespace,
-            name=recipe.name,
-            content_hash=recipe.content_hash,
-            smash_config=recipe.smash_config().to_dict(),
-            version=str(recipe.version),
-            algorithms=list(recipe.order),
-        )
+        row = recipe_row(session, namespace, recipe)
         job, created = create_or_get_job(
             session,
             base,

@@ -10,7 +10,8 @@ alive through long steps. The job is safe to run again after a crash at any poin
 
 Failures: a transient Hub error is retried by queueing the job again with exponential backoff while the
 job's attempt budget lasts; anything else fails the job with its error type and message. A failed
-quality gate fails the job with the measured numbers and publishes nothing.
+quality gate fails the job with the measured numbers and publishes nothing; when the recipe was one of a
+``rank_by`` tie, the tie's next recipe is queued for the same base revision (``sync.fallback``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pruna_hub.errors import HubError, HubNotFoundError, HubRateLimitedError, Jo
 from pruna_hub.recipes import Recipe
 from pruna_hub.sync.artifact import build_artifact_folder, evaluation_metrics, verify_artifact
 from pruna_hub.sync.context import SyncContext
+from pruna_hub.sync.fallback import queue_next_tied
 from pruna_hub.sync.heartbeat import Heartbeat
 from registry_db.errors import CatalogueError, LeaseLostError
 from registry_db.jobs import Lease, advance_job, complete_job, fail_job, release_job
@@ -70,6 +72,7 @@ class JobOutcome:
     commit_sha: str | None = None
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    next_job_id: int | None = None  # a failed gate in a rank_by tie: the job queued for the next recipe
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "")}
@@ -134,6 +137,7 @@ def plan_job(ctx: SyncContext, lease: Lease) -> Plan:
 def run_job(ctx: SyncContext, lease: Lease) -> JobOutcome:
     """Run a claimed job to a final (or re-queued) state; never raises for a job-level failure."""
     outcome = JobOutcome(lease.job_id)
+    plan: Plan | None = None
     try:
         plan = plan_job(ctx, lease)
         outcome.base_repo_id, outcome.revision, outcome.recipe = (
@@ -149,6 +153,10 @@ def run_job(ctx: SyncContext, lease: Lease) -> JobOutcome:
         ctx.report(f"job {lease.job_id}: lease lost, another worker owns it now ({e})")
     except Exception as e:
         _record_failure(ctx, lease, e, outcome)
+        if isinstance(e, QualityGateError) and plan is not None and outcome.state == "failed":
+            outcome.next_job_id = queue_next_tied(
+                ctx, plan.recipe, lease.base_model_id, plan.base_repo_id, plan.revision, lease.job_id
+            )
     except KeyboardInterrupt:
         release(ctx, lease)
         raise

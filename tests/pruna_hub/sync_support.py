@@ -74,7 +74,7 @@ generation_lengths = [4, 12]
 quality_prompts = 2
 
 [quality_gate]
-min_top1_agreement = 0.5
+{gate}
 
 [budget]
 max_parameters = 100_000_000
@@ -88,11 +88,17 @@ TIED_SMASH = {
 }
 
 
-def write_tied_recipes(directory: Path) -> Path:
-    """Two eager tiny recipes tied at one priority with ``rank_by``: the sync measures which to use."""
+PASSING_GATE = "min_top1_agreement = 0.5"
+FAILING_GATE = "max_kl = 0.0"  # a quantized model's KL against its base is never exactly 0
+
+
+def write_tied_recipes(directory: Path, *, failing: tuple[str, ...] = ()) -> Path:
+    """Two eager tiny recipes tied at one priority with ``rank_by``: the sync measures which to use.
+    The recipes named in ``failing`` get a quality gate no quantized model passes."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, (smash, suffix) in TIED_SMASH.items():
-        text = TIED_RECIPE.format(algorithm=suffix, smash=smash, suffix=suffix)
+        gate = FAILING_GATE if name in failing else PASSING_GATE
+        text = TIED_RECIPE.format(algorithm=suffix, smash=smash, suffix=suffix, gate=gate)
         (directory / f"{name}.toml").write_text(text)
     return directory
 

@@ -16,12 +16,13 @@ from sync_support import card, publish_base, write_recipe, write_tied_recipes
 from pruna_hub.card import extract_snippet
 from pruna_hub.hub_client import RetryPolicy
 from pruna_hub.hubstore import LocalHub, Principal
-from pruna_hub.recipes.ranking import RecipeTiming, TimingStore, choose
+from pruna_hub.recipes.ranking import RecipeTiming, TimingStore, choose, rank
 from pruna_hub.settings import load_settings
 from pruna_hub.sync.context import SyncContext
 from pruna_hub.sync.discovery import discover
 from pruna_hub.sync.service import sync_once
 from registry_db.models import Job
+from registry_db.models import Recipe as RecipeRow
 from registry_db.queries import show_artifact
 
 TARGET = "PrunaAI/tiny-llama-smashed-test"
@@ -142,6 +143,70 @@ def test_a_rank_by_tie_is_decided_by_measuring_on_this_host_then_published(
     assert outcome.target_repo_id == measured.repo_id("acme/tiny-llama", target_org="PrunaAI")
 
 
+def _seed_timings(ctx: SyncContext, repo_id: str, revision: str, milliseconds: dict[str, float]) -> None:
+    """Store decode timings for the tie on ``repo_id``'s config, as a measurement on this host would."""
+    folder = ctx.hub.download(repo_id, revision=revision, allow_patterns=["config.json"])
+    config = json.loads((folder / "config.json").read_text())
+    tie = ctx.book.top_tier(config, "cpu")
+    rank(
+        tie,
+        config,
+        measure=lambda _config, recipes: ({r.name: milliseconds[r.name] / 1e3 for r in recipes}, {}),
+        store=TimingStore(),
+        device="cpu",
+    )
+
+
+def _jobs(ctx: SyncContext) -> list[tuple[str, str, str | None]]:
+    with ctx.catalogue.read_session() as session:
+        query = session.query(Job, RecipeRow).join(RecipeRow, Job.recipe_id == RecipeRow.id)
+        rows = query.filter(Job.namespace == ctx.catalogue.namespace).order_by(Job.id)
+        return [(recipe.name, job.state, job.last_error_type) for job, recipe in rows]
+
+
+def test_a_tie_winner_that_fails_its_gate_hands_the_base_to_the_next_tied_recipe(
+    make_ctx: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRUNA_HUB_HOME", str(tmp_path / "home"))
+    revision = publish_base(acme(), "acme/tiny-llama", tmp_path / "base")
+    ctx = make_ctx(write_tied_recipes(tmp_path / "tied", failing=("tiny-int8",)))
+    # int8 decodes fastest, so discovery queues it first
+    _seed_timings(ctx, "acme/tiny-llama", revision, {"tiny-int8": 1.0, "tiny-hqq8": 2.0})
+
+    summary = sync_once(ctx)
+
+    assert [(d.action, d.recipe) for d in summary.decisions] == [("queued", "tiny-int8")]
+    first, second = summary.outcomes
+    assert (first.recipe, first.state) == ("tiny-int8", "failed")
+    assert "QualityGateError" in (first.error or "")
+    assert first.next_job_id == second.job_id
+    assert (second.recipe, second.state) == ("tiny-hqq8", "published"), second.error
+    assert HfApi().repo_exists(second.target_repo_id)
+    assert not HfApi().repo_exists(str(first.target_repo_id))
+    assert _jobs(ctx) == [("tiny-int8", "failed", "QualityGateError"), ("tiny-hqq8", "published", None)]
+
+    again = sync_once(ctx)  # the base revision is settled: nothing is tried again
+    assert [d.action for d in again.decisions] == ["seen"]
+    assert again.outcomes == []
+
+
+def test_a_tie_whose_every_recipe_fails_its_gate_tries_each_once_and_publishes_nothing(
+    make_ctx: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRUNA_HUB_HOME", str(tmp_path / "home"))
+    revision = publish_base(acme(), "acme/tiny-llama", tmp_path / "base")
+    ctx = make_ctx(write_tied_recipes(tmp_path / "tied", failing=("tiny-int8", "tiny-hqq8")))
+    _seed_timings(ctx, "acme/tiny-llama", revision, {"tiny-int8": 2.0, "tiny-hqq8": 1.0})
+
+    first, second = sync_once(ctx).outcomes
+
+    failed = [("tiny-hqq8", "failed", "QualityGateError"), ("tiny-int8", "failed", "QualityGateError")]
+    assert [(o.recipe, o.state) for o in (first, second)] == [row[:2] for row in failed]
+    assert (first.next_job_id, second.next_job_id) == (second.job_id, None)
+    assert _jobs(ctx) == failed
+    assert not any(HfApi().repo_exists(str(o.target_repo_id)) for o in (first, second))
+
+
 def test_the_published_card_carries_the_base_metadata_and_its_snippet_runs(
     make_ctx: Any, tmp_path: Path
 ) -> None:
@@ -239,6 +304,7 @@ def test_the_quality_gate_blocks_a_bad_recipe_and_records_its_numbers(make_ctx: 
 
     assert outcome.state == "failed"
     assert "QualityGateError" in (outcome.error or "")
+    assert outcome.next_job_id is None  # no tie: nothing to fall back to
     assert outcome.metrics["top1_agreement"] < 0.999
     assert not HfApi().repo_exists(TARGET)
     with ctx.catalogue.read_session() as session:
