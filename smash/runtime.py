@@ -158,6 +158,7 @@ class StaticGenerationRuntime:
         self._keep = self._buffer(1)
         self._token = self._buffer(batch, 1)
         self._token_pos = self._buffer(1, 1)
+        self._logits: torch.Tensor | None = None  # the last position's logits, (batch, vocab)
         self.last_warmup: WarmupReport | None = None
 
     def _buffer(self, *shape: int) -> torch.Tensor:
@@ -171,7 +172,8 @@ class StaticGenerationRuntime:
             pointer.fill_(length)
 
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Write the prompt into the cache from position 0; return logits of its last token (B, vocab)."""
+        """Write the prompt into the cache from position 0; return logits of its last token (B, vocab),
+        in the runtime's logits buffer (see ``decode``)."""
         length, chunk = input_ids.shape[1], self.spec.prefill_chunk
         self._check_fits(length)
         self._set_length(0)
@@ -184,14 +186,33 @@ class StaticGenerationRuntime:
             self._keep.fill_(piece.shape[1] - 1)
             logits = self._forward(self._chunk_ids, self._chunk_pos, self._keep)
         self._set_length(length)  # rewind over the padding of the last chunk
-        return logits[:, -1, :]
+        return self._keep_last(logits)
 
     def decode(self, token: torch.Tensor, position: int) -> torch.Tensor:
-        """Feed one token per row at ``position``; return next-token logits (B, vocab)."""
+        """Feed one token per row at ``position``; return next-token logits (B, vocab).
+
+        The logits are the runtime's own buffer, overwritten by the next ``prefill`` or ``decode``:
+        clone them to keep them.
+        """
         self._check_fits(position + 1)
         self._token.copy_(token)
         self._token_pos.fill_(position)
-        return self._forward(self._token, self._token_pos, None)[:, -1, :]
+        return self._keep_last(self._forward(self._token, self._token_pos, None))
+
+    def _keep_last(self, logits: torch.Tensor) -> torch.Tensor:
+        """Copy the last position's logits into one persistent buffer, so the step's own output (192 KiB
+        for a 49k vocabulary) is freed at once, before anything else is allocated.
+
+        Why: handed back to the generation loop, each step's output stayed alive while the next step
+        allocated its own, and small allocations made in between (the loop's, a streamer's) split the
+        freed block, so glibc took a fresh one from the top of its heap at every step: a compiled int8
+        SmolLM2 grew by up to 570 MB over a 16..512-token sweep (benchmarks/compile_stability.py).
+        """
+        last = logits[:, -1, :]
+        buffer = self._logits
+        if buffer is None or buffer.shape != last.shape or buffer.dtype != last.dtype:
+            buffer = self._logits = torch.empty(last.shape, dtype=last.dtype, device=last.device)
+        return buffer.copy_(last)
 
     def _check_fits(self, positions: int) -> None:
         if positions > self.spec.max_cache_len:
@@ -358,26 +379,31 @@ class StaticGenerationRuntime:
         logits = self.prefill(batch)
         finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
         eos_tensor = torch.tensor(sorted(request.eos), dtype=torch.long, device=self.device)
-        # EOS ids masked before min_new_tokens, selected once per generation: selecting them anew at every
-        # step put a few small tensors between two logits buffers, which fragmented glibc's heap so that an
-        # int8 + compile SmolLM2 grew ~0.3 MB a step (benchmarks/compile_stability.py; see the README).
+        # Nothing a step allocates outlives it: the EOS ids masked before min_new_tokens are selected once,
+        # and tokens are written into one pre-allocated row per request. Small tensors kept from each step
+        # (a new EOS selection, or a list of per-step token tensors) landed in the heap block the previous
+        # step's logits had just freed, so glibc took a new block for the next logits: a compiled int8
+        # SmolLM2 grew 0.3-1.1 MB per step (benchmarks/compile_stability.py; see _keep_last, README).
         banned = eos_tensor[eos_tensor < logits.shape[-1]]
-        out: list[torch.Tensor] = []
+        shape = (rows, request.max_new_tokens)
+        generated = torch.full(shape, request.pad, dtype=torch.long, device=self.device)
+        produced = 0
         for step in range(request.max_new_tokens):
             if step < request.min_new_tokens and banned.numel():
                 logits.index_fill_(-1, banned, float("-inf"))
             token = request.sampler(logits) if request.sampler is not None else logits.argmax(-1)
-            row_tokens = torch.where(finished, torch.full_like(token[:rows], request.pad), token[:rows])
-            out.append(row_tokens)
+            column = generated[:, step]
+            column.copy_(token[:rows]).masked_fill_(finished, request.pad)
+            produced = step + 1
             if request.streamer is not None:
-                request.streamer.put(row_tokens.cpu())
-            finished |= torch.isin(row_tokens, eos_tensor)
+                request.streamer.put(column.cpu())
+            finished |= torch.isin(column, eos_tensor)
             if step == request.max_new_tokens - 1 or bool(finished.all()):
                 break
             logits = self.decode(token.unsqueeze(-1), length + step)
         if request.streamer is not None:
             request.streamer.end()
-        return torch.cat([input_ids, torch.stack(out, dim=1)], dim=1)
+        return torch.cat([input_ids, generated[:, :produced]], dim=1)
 
     # --- input checks -------------------------------------------------------------------------------
 

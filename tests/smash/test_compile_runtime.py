@@ -129,6 +129,22 @@ def test_a_streamer_gets_the_prompt_then_each_token(tiny_llama: torch.nn.Module)
     assert recorder.chunks == [ids[0].tolist()] + [[t] for t in out[0, 6:].tolist()] and recorder.ended
 
 
+def test_step_logits_land_in_one_buffer_that_the_next_step_overwrites(tiny_llama: torch.nn.Module) -> None:
+    # A step's own output is freed at once; a new one per step, kept across the next step, fragmented
+    # glibc's heap under a compiled int8 model (README, "glibc's heap").
+    smashed = smash(tiny_llama, {"static_cache": RUNTIME})
+    runtime = attached_runtime(smashed.model)
+    assert runtime is not None
+    ids = prompt(5, seed=7)
+    first = runtime.prefill(ids)
+    kept = first.clone()
+    with torch.no_grad():
+        assert torch.allclose(kept, tiny_llama(ids).logits[:, -1], atol=1e-5)  # type: ignore[operator]
+    second = runtime.decode(kept.argmax(-1, keepdim=True), 5)
+    assert second.data_ptr() == first.data_ptr()
+    assert not torch.equal(first, kept)  # overwritten in place: callers clone what they keep
+
+
 # --- zero recompilations after warm-up ---------------------------------------------------------------
 
 
