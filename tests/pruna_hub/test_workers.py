@@ -117,7 +117,14 @@ def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background (`pytest &`) runs with SIGINT ignored, which children
+        # inherit, and Python then installs no KeyboardInterrupt handler: give the worker the default.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish(
