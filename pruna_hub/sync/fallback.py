@@ -54,7 +54,9 @@ def _queue_next(
     config = full_config(ctx, repo_id, revision)
     tie = ctx.book.top_tier(config, ctx.device)
     if failed.name not in {r.name for r in tie}:
-        return None  # the recipes changed since the job was queued: no tie to continue
+        # The recipes changed since the job was queued, or config.json could not be read (logged).
+        ctx.report(f"job {job_id}: {failed.name} no longer ties for {repo_id}; no other recipe is queued")
+        return None
     tried = ctx.read(lambda session: _recipes_tried(session, base_model_id))
     untried = [r for r in tie if r.content_hash not in tried]
     if not untried:

@@ -19,7 +19,7 @@ from pruna_hub.hubstore import LocalHub, Principal
 from pruna_hub.recipes.ranking import RecipeTiming, TimingStore, choose, rank
 from pruna_hub.settings import load_settings
 from pruna_hub.sync.context import SyncContext
-from pruna_hub.sync.discovery import discover
+from pruna_hub.sync.discovery import discover, full_config
 from pruna_hub.sync.service import sync_once
 from registry_db.models import Job
 from registry_db.models import Recipe as RecipeRow
@@ -145,8 +145,7 @@ def test_a_rank_by_tie_is_decided_by_measuring_on_this_host_then_published(
 
 def _seed_timings(ctx: SyncContext, repo_id: str, revision: str, milliseconds: dict[str, float]) -> None:
     """Store decode timings for the tie on ``repo_id``'s config, as a measurement on this host would."""
-    folder = ctx.hub.download(repo_id, revision=revision, allow_patterns=["config.json"])
-    config = json.loads((folder / "config.json").read_text())
+    config = full_config(ctx, repo_id, revision)  # the config discovery ranks on
     tie = ctx.book.top_tier(config, "cpu")
     rank(
         tie,
