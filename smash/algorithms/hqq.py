@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from smash.algorithms.base import Algorithm, Group, Hyperparameter, SaveMode, SmashContext
+from smash.parallel import map_layers
 from smash.proximal import optimize_zero
 from smash.quantized_linear import (
     DTYPES,
@@ -116,29 +117,12 @@ class HQQ(Algorithm):
         return None
 
     def apply(self, model: nn.Module, params: Mapping[str, Any], ctx: SmashContext) -> nn.Module:
+        targets = list(_targets(model, params))
+        if any(tied_to_input_embeddings(model, linear) for _, linear in targets):
+            untie_output_embeddings(model)
         layers: dict[str, dict[str, Any]] = {}
-        for name, linear in list(_targets(model, params)):
-            if tied_to_input_embeddings(model, linear):
-                untie_output_embeddings(model)
-            q, scale, zero = hqq_quantize(
-                linear.weight,
-                nbits=params["weight_bits"],
-                group_size=params["group_size"],
-                axis=params["axis"],
-                iterations=params["optimizer_iterations"],
-            )
-            layer = QuantizedLinear.from_quantized(
-                q,
-                scale,
-                zero,
-                shape=(linear.out_features, linear.in_features),
-                nbits=params["weight_bits"],
-                group_size=params["group_size"],
-                axis=params["axis"],
-                bias=linear.bias,
-                compute_dtype=DTYPES[params["compute_dtype"]],
-                use_kernel=params["use_kernel"],
-            )
+        quantized = map_layers(lambda target: _quantize(target[1], params), targets)
+        for (name, linear), layer in zip(targets, quantized, strict=True):
             set_submodule(model, name, layer)
             layers[name] = shape_record(linear)
         ctx.metadata["layers"] = layers
@@ -159,6 +143,28 @@ class HQQ(Algorithm):
             )
             set_submodule(model, name, layer)
         return model
+
+
+def _quantize(linear: nn.Linear, params: Mapping[str, Any]) -> QuantizedLinear:
+    q, scale, zero = hqq_quantize(
+        linear.weight,
+        nbits=params["weight_bits"],
+        group_size=params["group_size"],
+        axis=params["axis"],
+        iterations=params["optimizer_iterations"],
+    )
+    return QuantizedLinear.from_quantized(
+        q,
+        scale,
+        zero,
+        shape=(linear.out_features, linear.in_features),
+        nbits=params["weight_bits"],
+        group_size=params["group_size"],
+        axis=params["axis"],
+        bias=linear.bias,
+        compute_dtype=DTYPES[params["compute_dtype"]],
+        use_kernel=params["use_kernel"],
+    )
 
 
 def _targets(model: nn.Module, params: Mapping[str, Any]) -> Iterator[tuple[str, nn.Linear]]:
