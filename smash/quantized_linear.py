@@ -2,21 +2,23 @@
 
 hqq's own ``HQQLinear`` keeps its metadata in a Python dict and, on CPU, dequantizes every weight on every
 call. These modules keep the quantized weights, scales and zero points in registered buffers (the saved
-form) and build, from them, the layout of torch's CPU int4 / int8 matmul kernels (the run form, never
+form) and build, from them, the layout of torch's int4 / int8 matmul kernels (the run form, never
 saved: it is rebuilt after loading or moving, because the packed layout is private to the kernel and
 may differ between torch builds and CPUs; rebuilding takes a few seconds for a 135M model).
 
-Why the hqq layout maps exactly onto the int4 kernel: ``_weight_int4pack_mm_for_cpu`` computes
+Why the hqq layout maps exactly onto the int4 kernel (``smash.int4_kernel``, CPU and CUDA): it computes
 ``w = (q - 8) * s + z'`` per group along K, and hqq stores ``w = (q - z) * s`` with the same groups when
 ``axis=1``; so ``z' = (8 - z) * s``. 2- and 3-bit values fit in 4 bits and use the same kernel. An 8-bit
 value ``q = 16 * hi + lo`` is split into two nibbles: ``hi`` rows with scale ``16 s`` and ``lo`` rows with
 scale ``s`` are stacked along N and the two output halves summed, which is exact as well. The kernel is
-only fast with bfloat16 activations on this torch (fp32/fp16 take a slow reference path), so the kernel
-path runs when the compute dtype is bfloat16; otherwise the layer dequantizes (hqq's own computation).
+only fast with bfloat16 activations on this torch's CPU (fp32/fp16 take a slow reference path) and runs
+bfloat16 only on CUDA, so the kernel path runs when the compute dtype is bfloat16; otherwise, and on a
+device or shape the kernel does not take, the layer dequantizes (hqq's own computation).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -24,11 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smash import int4_kernel
 from smash.errors import ArtifactError
 
-KERNEL_GROUP_SIZES = (32, 64, 128, 256)
 # From this many rows (tokens) on, an 8-bit layer dequantizes instead of running the split int4 kernel.
 PREFILL_ROWS = 32
+# The off-CPU kernel check's bound, relative to |x| @ |W|: the CPU kernel measures under 2 * 2**-8 at every
+# bit width (tests/smash/test_algorithms.py); a misread layout is off by the order of the weights.
+KERNEL_CHECK_TOLERANCE = 2**-5
 DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
@@ -218,27 +223,28 @@ class QuantizedLinear(_ComputeDtype, nn.Module):
             grouped = (q.view(self.group_size, -1) - zero[None, :]) * scale[None, :]
         return grouped.view(self.out_features, self.in_features)
 
-    def kernel_applies(self) -> bool:
-        """Whether the int4 CPU kernel computes exactly this layer's dequantized weights."""
+    def kernel_unsupported(self) -> str | None:
+        """Why torch's int4 kernel cannot compute exactly this layer's dequantized weights (None: it can)."""
+        if not self.use_kernel:
+            return "use_kernel is off"
+        if self.compute_dtype != torch.bfloat16:
+            return f"the kernel runs bfloat16, not {self.compute_dtype}"
+        if self.axis != 1:
+            return "groups along axis 0 do not map onto the kernel's groups along K"
         rows = self.out_features * (2 if self.nbits == 8 else 1)
-        return (
-            self.use_kernel
-            and self.compute_dtype == torch.bfloat16
-            and self.qweight.device.type == "cpu"
-            and self.axis == 1
-            and self.group_size in KERNEL_GROUP_SIZES
-            and self.in_features % self.group_size == 0
-            and rows % 16 == 0
-        )
+        return int4_kernel.unsupported(self.qweight.device, self.in_features, rows, self.group_size)
+
+    def kernel_applies(self) -> bool:
+        return self.kernel_unsupported() is None
 
     def refresh(self, values: torch.Tensor | None = None) -> None:
         """(Re)build the kernel layout from the saved buffers; called after quantizing, loading, moving.
 
         ``values``: ``int_values()`` when the caller has them already (the quantizer), saving an unpack.
         """
+        self._kernel_weight = None
+        self._kernel_scale_zeros = None
         if not self.kernel_applies():
-            self._kernel_weight = None
-            self._kernel_scale_zeros = None
             return
         q = (self.int_values() if values is None else values).to(torch.int32)
         groups = self.in_features // self.group_size
@@ -250,9 +256,42 @@ class QuantizedLinear(_ComputeDtype, nn.Module):
             kzero = torch.cat([(136 - zero) * scale, torch.zeros_like(scale)])
         else:
             kscale, kzero = scale, (8 - zero) * scale
-        self._kernel_weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), 2)
         scale_zeros = torch.stack([kscale, kzero], dim=-1).transpose(0, 1).contiguous()
+        self._kernel_weight = int4_kernel.convert(q)
         self._kernel_scale_zeros = scale_zeros.to(self.compute_dtype)
+        if self.qweight.device.type != "cpu":
+            self._check_kernel()
+
+    def _check_kernel(self) -> None:
+        """Off the CPU (which the tests cover), compare the kernel with the dequantized weights once.
+
+        A handful of random rows through both paths: a layout the device's kernel reads differently
+        shows up as errors of the order of the weights, far above bfloat16 rounding. On a mismatch the
+        layer warns and dequantizes instead, so a wrong kernel costs speed, never results.
+        """
+        generator = torch.Generator(device=self.qweight.device).manual_seed(0)
+        x = torch.randn(8, self.in_features, device=self.qweight.device, generator=generator)
+        weight = self.dequantize(torch.float32)
+        exact = x @ weight.T
+        magnitude = float((x.abs() @ weight.abs().T).max())
+        error = float((self._kernel_matmul(x.to(self.compute_dtype)).float() - exact).abs().max())
+        if error > KERNEL_CHECK_TOLERANCE * magnitude:
+            self._kernel_weight = None
+            self._kernel_scale_zeros = None
+            warnings.warn(
+                f"torch's int4 kernel on {self.qweight.device} disagrees with this layer's weights "
+                f"(max error {error:.3g} against a magnitude of {magnitude:.3g}); the layer dequantizes "
+                "instead. Please report this with your torch version and GPU.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _kernel_matmul(self, flat: torch.Tensor) -> torch.Tensor:
+        assert self._kernel_weight is not None and self._kernel_scale_zeros is not None
+        y = int4_kernel.matmul(flat, self._kernel_weight, self.group_size, self._kernel_scale_zeros)
+        if self.nbits == 8:
+            y = y[:, : self.out_features] + y[:, self.out_features :]
+        return y
 
     # --- nn.Module hooks -----------------------------------------------------------------------------
 
@@ -270,21 +309,27 @@ class QuantizedLinear(_ComputeDtype, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        if self.nbits == 8 and flat.shape[0] >= PREFILL_ROWS and self._kernel_weight is not None:
-            # Prefill: the split 8-bit kernel costs two int4 matmuls per row; its uint8 values need no
-            # unpacking, so dequantizing once and running fp32 BLAS is ~2x faster at 128 rows (and exact).
+        if self._kernel_weight is not None and not self._dequantizes_at(flat.shape[0]):
+            y = self._kernel_matmul(flat.to(self.compute_dtype))
+        elif self._kernel_weight is not None and flat.device.type == "cpu":
             y = F.linear(flat.float(), self.dequantize(torch.float32))
-        elif self._kernel_weight is not None:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                flat.to(self.compute_dtype), self._kernel_weight, self.group_size, self._kernel_scale_zeros
-            )
-            if self.nbits == 8:
-                y = y[:, : self.out_features] + y[:, self.out_features :]
         else:
             y = F.linear(flat.to(self.compute_dtype), self.dequantize())
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+    def _dequantizes_at(self, rows: int) -> bool:
+        """Whether a kernel layer dequantizes once for a call of ``rows`` rows (a prefill) instead.
+
+        CPU, 8 bits: the split kernel costs two int4 matmuls per row, while the uint8 values need no
+        unpacking, so dequantizing and running fp32 BLAS is ~2x faster at 128 rows (and exact). CUDA: the
+        int4 kernel is built for a few rows (decode) and falls behind cuBLAS on a dequantized bf16
+        weight as rows grow; the same threshold is used there, not yet timed on a GPU.
+        """
+        if rows < PREFILL_ROWS:
+            return False
+        return self.nbits == 8 or self.qweight.device.type != "cpu"
 
     def extra_repr(self) -> str:
         path = "int4 kernel" if self._kernel_weight is not None else "dequantize"

@@ -6,7 +6,7 @@ the CPU's caches, with the iteration count exposed as a lever, because on CPU th
 smash time. transformers' ``HqqConfig`` path raises NotImplementedError in
 5.x, and hqq's ``HQQLinear`` keeps metadata in Python dicts and dequantizes on every call on CPU, so the
 result goes into ``smash.quantized_linear.QuantizedLinear``: plain buffers (saved as safetensors) and
-torch's int4 CPU kernel at run time.
+torch's int4 kernel (``smash.int4_kernel``, CPU and CUDA) at run time.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ class HQQ(Algorithm):
     group = Group.QUANTIZER
     description = (
         "Half-Quadratic Quantization (hqq package) of nn.Linear weights, group-wise with zero points; "
-        "runs on torch's int4 CPU kernel with bfloat16 compute, else dequantizes per call."
+        "runs on torch's int4 kernel (CPU, or CUDA from compute capability 8.0) with bfloat16 compute, else "
+        "dequantizes per call."
     )
     hyperparameters = (
         Hyperparameter("weight_bits", int, 4, "bits per weight", choices=(2, 3, 4, 8)),
@@ -102,7 +103,7 @@ class HQQ(Algorithm):
             "comma-separated module names (or name parts) left unquantized; a tied lm_head that is not "
             "listed is untied: quantized, while the input embeddings keep full precision",
         ),
-        Hyperparameter("use_kernel", bool, True, "use torch's int4 CPU kernel where it applies"),
+        Hyperparameter("use_kernel", bool, True, "use torch's int4 kernel (CPU or CUDA) where it applies"),
     )
     runs_after = frozenset({"group:pruner", "half"})
     runs_before = frozenset({"group:compiler", "group:cacher"})

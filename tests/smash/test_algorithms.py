@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from _tiny import ALGORITHMS, input_ids, logits, tiny_params
 from torch import nn
 
-from smash import PrunaModel, SmashConfig, proximal, registry, smash
+from smash import PrunaModel, SmashConfig, int4_kernel, proximal, registry, smash
 from smash.algorithms.base import SmashContext
 from smash.algorithms.hqq import hqq_quantize
 from smash.errors import ArtifactError
@@ -118,10 +119,18 @@ def test_blockwise_quantizer_reconstructs_no_worse_than_hqq(
     assert ours <= theirs * (1 + 1e-4), (ours, theirs)
 
 
+# The kernel tests run on CUDA too where one is present (the layout is built differently there).
+KERNEL_DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+]
+
+
 def _layers(
-    nbits: int, axis: int, group_size: int = 64
+    nbits: int, axis: int, group_size: int = 64, device: str = "cpu"
 ) -> tuple[torch.Tensor, QuantizedLinear, QuantizedLinear]:
-    """hqq's own dequantized weight, and the same quantization as an fp32 layer and a bf16 (kernel) layer."""
+    """hqq's own dequantized weight, and the same quantization as an fp32 layer and a bf16 (kernel) layer,
+    on ``device`` (the reference stays on the CPU)."""
     from hqq.core.quantize import Quantizer
 
     weight = _weight()
@@ -141,7 +150,11 @@ def _layers(
         q, meta["scale"], meta["zero"], compute_dtype=torch.float32, **common
     )
     bf16 = QuantizedLinear.from_quantized(
-        q, meta["scale"], meta["zero"], compute_dtype=torch.bfloat16, **common
+        q.to(device),
+        meta["scale"].to(device),
+        meta["zero"].to(device),
+        compute_dtype=torch.bfloat16,
+        **common,
     )
     return reference, fp32, bf16
 
@@ -155,17 +168,18 @@ def test_fp32_layer_equals_hqqs_dequantized_matmul(nbits: int, axis: int) -> Non
     torch.testing.assert_close(fp32(x), x @ reference.T, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
 @pytest.mark.parametrize("nbits", [2, 3, 4, 8])
-def test_int4_kernel_computes_hqqs_weights(nbits: int) -> None:
+def test_int4_kernel_computes_hqqs_weights(nbits: int, device: str) -> None:
     """The converted layout, read back through the kernel itself (identity input), is hqq's weight matrix.
 
     The only differences are bf16 roundings (kernel scales/zeros and the bf16 output), so the tolerance is
     a bf16 one relative to the weight range, far below one quantization step.
     """
-    reference, _, bf16 = _layers(nbits, axis=1)
+    reference, _, bf16 = _layers(nbits, axis=1, device=device)
     assert bf16._kernel_weight is not None
-    eye = torch.eye(reference.shape[1], dtype=torch.bfloat16)
-    through_kernel = bf16(eye).float().T
+    eye = torch.eye(reference.shape[1], dtype=torch.bfloat16, device=device)
+    through_kernel = bf16(eye).float().T.cpu()
     span = (reference.amax() - reference.amin()).item()
     step = span / (2**nbits - 1)
     error = (through_kernel - reference).abs().max().item()
@@ -173,9 +187,10 @@ def test_int4_kernel_computes_hqqs_weights(nbits: int) -> None:
     assert error < step or nbits == 8  # for 8 bits bf16 itself is coarser than the quantization grid
 
 
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
 @pytest.mark.parametrize("nbits", [2, 3, 4, 8])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_int4_kernel_output_matches_hqq_in_bf16_compute(nbits: int, seed: int) -> None:
+def test_int4_kernel_output_matches_hqq_in_bf16_compute(nbits: int, seed: int, device: str) -> None:
     """Against the exact product with hqq's weights, the kernel's error is a bf16 error, like hqq's own
     bf16 path: within a few bf16 roundings (2**-8) of the accumulated magnitude ``|x| @ |W|``.
 
@@ -184,11 +199,12 @@ def test_int4_kernel_output_matches_hqq_in_bf16_compute(nbits: int, seed: int) -
     into a bf16 offset, which costs most where the grid is coarsest). The bound is 4 * 2**-8. An earlier
     version compared to 4x hqq's error on an unseeded input; at 2 bits it failed on most inputs.
     """
-    reference, _, bf16 = _layers(nbits, axis=1)
+    reference, _, bf16 = _layers(nbits, axis=1, device=device)
+    assert bf16._kernel_weight is not None
     x = torch.randn(7, reference.shape[1], generator=torch.Generator().manual_seed(seed))
     exact = x @ reference.T
     magnitude = (x.abs() @ reference.abs().T).max().item()
-    ours = bf16(x)
+    ours = bf16(x.to(device)).cpu()
     assert ours.dtype == torch.float32
     hqq_bf16 = (x.bfloat16() @ reference.bfloat16().T).float()  # hqq's own path with compute_dtype=bf16
     assert (hqq_bf16 - exact).abs().max().item() <= 2**-8 * magnitude
@@ -222,6 +238,59 @@ def test_kernel_falls_back_to_dequantize_where_the_layout_does_not_map() -> None
     _, _, group16 = _layers(4, axis=1, group_size=16)
     assert axis0._kernel_weight is None and "dequantize" in repr(axis0)
     assert group16._kernel_weight is None
+
+
+def test_kernel_fallback_reasons_name_what_does_not_fit() -> None:
+    _, fp32, bf16 = _layers(4, axis=1)
+    _, _, axis0 = _layers(4, axis=0)
+    _, _, group16 = _layers(4, axis=1, group_size=16)
+    assert bf16.kernel_unsupported() is None
+    assert "bfloat16" in str(fp32.kernel_unsupported())
+    assert "axis 0" in str(axis0.kernel_unsupported())
+    assert "group_size 16" in str(group16.kernel_unsupported())
+    assert "no int4 kernel on meta" in str(int4_kernel.unsupported(torch.device("meta"), 256, 192, 64))
+
+
+@pytest.mark.parametrize("nbits", [2, 3, 4, 8])
+def test_the_off_cpu_kernel_check_passes_a_right_layout_and_drops_a_wrong_one(nbits: int) -> None:
+    """The check a layer runs once on a GPU (CI has none), run here on the CPU kernel: a correct layout
+    passes at every width; a layout read with the wrong offsets warns and the layer dequantizes."""
+    import warnings
+
+    _, _, good = _layers(nbits, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        good._check_kernel()
+    assert good._kernel_weight is not None
+
+    _, _, bad = _layers(nbits, axis=1)
+    assert bad._kernel_scale_zeros is not None
+    bad._kernel_scale_zeros = bad._kernel_scale_zeros.flip(-1)  # (offset, scale) instead of (scale, offset)
+    with pytest.warns(RuntimeWarning, match="disagrees with this layer's weights"):
+        bad._check_kernel()
+    assert bad._kernel_weight is None
+    x = torch.randn(3, bad.in_features)
+    torch.testing.assert_close(bad(x), F.linear(x.bfloat16(), bad.dequantize()).float())
+
+
+@pytest.mark.parametrize("in_features", [256, 576, 1536])
+def test_the_cuda_layout_has_the_shapes_and_dtypes_torchs_cuda_ops_take(in_features: int) -> None:
+    """Without a GPU, torch's meta kernels of the CUDA ops check what ``int4_kernel`` hands them (uint8
+    two-per-byte input, inner k-tiles that divide K, the packed 4-D layout, bf16 in and out). Meta
+    tensors take ``int4_kernel``'s off-CPU path; the numbers need a GPU (the ``cuda`` cases above)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    out_features, group_size = 192, 64
+    with FakeTensorMode():
+        values = torch.empty(out_features, in_features, dtype=torch.int32, device="meta")
+        packed = int4_kernel.convert(values)
+        table = torch.empty(in_features // group_size, out_features, 2, dtype=torch.bfloat16, device="meta")
+        x = torch.empty(5, in_features, dtype=torch.bfloat16, device="meta")
+        y = int4_kernel.matmul(x, packed, group_size, table)
+    tiles = 8 if in_features % 128 == 0 else 4
+    assert tuple(packed.shape) == (out_features // 8, in_features // (16 * tiles), 32, tiles // 2)
+    assert packed.dtype == torch.int32
+    assert tuple(y.shape) == (5, out_features) and y.dtype == torch.bfloat16
 
 
 def test_hqq_skips_named_modules(tiny_llama: nn.Module) -> None:
