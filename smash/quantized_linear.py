@@ -1,8 +1,9 @@
-"""Weight-quantized linear layers whose whole state is plain tensors, so safetensors can hold it.
+"""The group-wise (hqq) weight-quantized linear layer, whose whole state is plain tensors, so safetensors
+can hold it; the packing of its integer values.
 
 hqq's own ``HQQLinear`` keeps its metadata in a Python dict and, on CPU, dequantizes every weight on every
-call. These modules keep the quantized weights, scales and zero points in registered buffers (the saved
-form) and build, from them, the layout of torch's int4 / int8 matmul kernels (the run form, never
+call. This layer keeps the quantized weights, scales and zero points in registered buffers (the saved
+form) and build, from them, the layout of torch's int4 matmul kernel (the run form, never
 saved: it is rebuilt after loading or moving, because the packed layout is private to the kernel and
 may differ between torch builds and CPUs; rebuilding takes a few seconds for a 135M model).
 
@@ -19,7 +20,6 @@ device or shape the kernel does not take, the layer dequantizes (hqq's own compu
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from smash import int4_kernel
-from smash.errors import ArtifactError
 
 # From this many rows (tokens) on, an 8-bit layer dequantizes instead of running the split int4 kernel.
 PREFILL_ROWS = 32
@@ -98,7 +97,7 @@ def _unpack_words(packed: torch.Tensor, nbits: int) -> torch.Tensor:
     return values.reshape(-1).to(torch.uint8)
 
 
-class _ComputeDtype:
+class ComputeDtype:
     """``compute_dtype`` stored by name.
 
     torch 2.13's precompile pickler (``smash.precompiled``) replaces every plain attribute of a module
@@ -123,7 +122,7 @@ class _ComputeDtype:
 # --- group-wise (hqq) layer ----------------------------------------------------------------------------
 
 
-class QuantizedLinear(_ComputeDtype, nn.Module):
+class QuantizedLinear(ComputeDtype, nn.Module):
     """A linear layer with group-wise asymmetric quantized weights: ``w = (q - zero) * scale``.
 
     Saved buffers: ``qweight`` (uint8, ``pack_bits`` format), ``scale`` and ``zero`` (one value per group,
@@ -337,178 +336,3 @@ class QuantizedLinear(_ComputeDtype, nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, nbits={self.nbits}, "
             f"group_size={self.group_size}, axis={self.axis}, compute_dtype={self.compute_dtype}, {path}"
         )
-
-
-# --- per-channel int8 layer ----------------------------------------------------------------------------
-
-
-class Int8Linear(_ComputeDtype, nn.Module):
-    """Weight-only symmetric int8 with one scale per output channel: ``w = q * scale``.
-
-    Saved buffers: ``qweight`` (int8, ``[out, in]``), ``scale`` (float32, ``[out]``), optional ``bias``.
-    Runs on ``_weight_int8pack_mm`` with bfloat16 activations (its fast path on CPU), else dequantizes.
-    """
-
-    qweight: torch.Tensor
-    scale: torch.Tensor
-    _kernel_scale: torch.Tensor | None
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        *,
-        bias: bool = False,
-        compute_dtype: torch.dtype = torch.bfloat16,
-        device: torch.device | str | None = None,
-    ) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.compute_dtype = compute_dtype
-        qweight = torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
-        self.register_buffer("qweight", qweight)
-        self.register_buffer("scale", torch.ones(out_features, dtype=torch.float32, device=device))
-        self.bias: torch.Tensor | None
-        if bias:
-            self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device))
-        else:
-            self.bias = None
-        self.register_buffer("_kernel_scale", None, persistent=False)
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, *, compute_dtype: torch.dtype) -> Int8Linear:
-        weight = linear.weight.detach().float()
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        layer = cls(
-            linear.in_features,
-            linear.out_features,
-            bias=linear.bias is not None,
-            compute_dtype=compute_dtype,
-            device=weight.device,
-        )
-        layer.qweight = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
-        layer.scale = scale
-        if linear.bias is not None:
-            layer.bias = linear.bias.detach().float().clone()
-        layer.refresh()
-        return layer
-
-    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return self.qweight.to(dtype) * self.scale.to(dtype)[:, None]
-
-    def refresh(self) -> None:
-        on_kernel = self.compute_dtype == torch.bfloat16 and self.qweight.device.type == "cpu"
-        if on_kernel and self.qweight.data_ptr() % 64:
-            # Tensors read from safetensors can sit at any byte offset; the int8 kernel's vector loads
-            # segfault on a misaligned weight, so give it a freshly allocated (64-byte aligned) copy.
-            self.qweight = self.qweight.clone()
-        self._kernel_scale = self.scale.to(self.compute_dtype) if on_kernel else None
-
-    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.refresh()
-
-    def _apply(self, fn: Any, recurse: bool = True) -> Int8Linear:
-        super()._apply(fn, recurse)
-        self.refresh()
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).to(self.compute_dtype)
-        if self._kernel_scale is not None:
-            y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self._kernel_scale)
-        else:
-            y = F.linear(flat, self.dequantize(self.compute_dtype))
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        path = "int8 kernel" if self._kernel_scale is not None else "dequantize"
-        return f"in_features={self.in_features}, out_features={self.out_features}, {path}"
-
-
-# --- module-tree helpers shared by the weight algorithms --------------------------------------------------
-
-
-def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
-
-
-def tied_to_input_embeddings(model: nn.Module, linear: nn.Linear) -> bool:
-    """True when the layer's weight is the input embedding matrix (tied lm_head)."""
-    get = getattr(model, "get_input_embeddings", None)
-    embeddings = get() if callable(get) else None
-    weight = getattr(embeddings, "weight", None)
-    return weight is not None and linear.weight.data_ptr() == weight.data_ptr()
-
-
-def name_matches(name: str, patterns: tuple[str, ...]) -> bool:
-    """A module name matches a pattern equal to the name or to one of its dotted parts."""
-    return any(name == p or p in name.split(".") for p in patterns)
-
-
-def parse_patterns(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
-def linear_layers(
-    model: nn.Module, skip_modules: str, *, include_tied: bool = False
-) -> Iterator[tuple[str, nn.Linear]]:
-    """Plain ``nn.Linear`` layers not named in ``skip_modules`` (nor tied to the input embeddings unless
-    ``include_tied``)."""
-    skip = parse_patterns(skip_modules)
-    for name, module in model.named_modules():
-        if type(module) is not nn.Linear or name_matches(name, skip):
-            continue
-        if include_tied or not tied_to_input_embeddings(model, module):
-            yield name, module
-
-
-def no_linear_reason(model: nn.Module, skip_modules: str, *, include_tied: bool = False) -> str | None:
-    """The ``applies_to`` answer of an algorithm that works on ``linear_layers``: None when there is one."""
-    if next(linear_layers(model, skip_modules, include_tied=include_tied), None) is None:
-        return f"no nn.Linear layer outside skip_modules={skip_modules!r}"
-    return None
-
-
-def untie_output_embeddings(model: nn.Module) -> None:
-    """Record in the model's config that lm_head no longer shares the input embedding matrix.
-
-    Quantizing a tied lm_head gives it its own (quantized) weights while the embedding keeps full
-    precision; the saved config.json must then describe an untied model, or loading would re-tie them.
-    """
-    config = getattr(model, "config", None)
-    if config is not None:
-        config.tie_word_embeddings = False
-
-
-def shape_record(linear: nn.Linear) -> dict[str, Any]:
-    """What ``restore`` needs to rebuild an empty quantized layer (saved in smash_artifact.json)."""
-    return {"in": linear.in_features, "out": linear.out_features, "bias": linear.bias is not None}
-
-
-def recorded_layers(
-    model: nn.Module, metadata: Mapping[str, Any], algorithm: str
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The layer table of smash_artifact.json (untrusted input): each entry checked before use."""
-    layers = metadata.get("layers")
-    if not isinstance(layers, dict):
-        raise ArtifactError(ARTIFACT, f"{algorithm} metadata has no 'layers' table", _RESAVE)
-    modules = dict(model.named_modules())
-    for name, shape in layers.items():
-        sizes_ok = isinstance(shape, dict) and all(
-            type(shape.get(k)) is int and shape[k] > 0 for k in ("in", "out")
-        )
-        if not sizes_ok or not isinstance(shape.get("bias"), bool):
-            raise ArtifactError(ARTIFACT, f"{algorithm} layer {name!r} has a malformed shape record", _RESAVE)
-        if not isinstance(modules.get(name), nn.Linear):
-            problem = f"{algorithm} layer {name!r} is not a Linear of this model"
-            raise ArtifactError(ARTIFACT, problem, _RESAVE)
-        yield name, shape
-
-
-ARTIFACT = "smash_artifact.json"
-_RESAVE = "The file was not written by a compatible smash; re-save the model."

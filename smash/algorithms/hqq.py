@@ -18,11 +18,7 @@ import torch
 from torch import nn
 
 from smash.algorithms.base import Algorithm, Group, Hyperparameter, SaveMode, SmashContext
-from smash.parallel import map_layers
-from smash.proximal import optimize_zero
-from smash.quantized_linear import (
-    DTYPES,
-    QuantizedLinear,
+from smash.module_tree import (
     linear_layers,
     recorded_layers,
     set_submodule,
@@ -30,6 +26,9 @@ from smash.quantized_linear import (
     tied_to_input_embeddings,
     untie_output_embeddings,
 )
+from smash.parallel import map_layers
+from smash.proximal import optimize_zero
+from smash.quantized_linear import DTYPES, QuantizedLinear
 from smash.registry import registry
 
 

@@ -13,9 +13,8 @@ from typing import Any
 from torch import nn
 
 from smash.algorithms.base import Algorithm, Group, Hyperparameter, SaveMode, SmashContext
-from smash.quantized_linear import (
-    DTYPES,
-    Int8Linear,
+from smash.int8_linear import Int8Linear
+from smash.module_tree import (
     linear_layers,
     no_linear_reason,
     recorded_layers,
@@ -24,6 +23,7 @@ from smash.quantized_linear import (
     tied_to_input_embeddings,
     untie_output_embeddings,
 )
+from smash.quantized_linear import DTYPES
 from smash.registry import registry
 
 

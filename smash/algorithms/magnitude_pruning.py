@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from smash.algorithms.base import Algorithm, Group, Hyperparameter, SaveMode, SmashContext
-from smash.quantized_linear import linear_layers, no_linear_reason
+from smash.module_tree import linear_layers, no_linear_reason
 from smash.registry import registry
 
 

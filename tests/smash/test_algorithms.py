@@ -16,8 +16,9 @@ from smash import PrunaModel, SmashConfig, int4_kernel, proximal, registry, smas
 from smash.algorithms.base import SmashContext
 from smash.algorithms.hqq import hqq_quantize
 from smash.errors import ArtifactError
+from smash.int8_linear import Int8Linear
 from smash.model import PICKLE_SUFFIXES
-from smash.quantized_linear import Int8Linear, QuantizedLinear, _pack_words, pack_bits, unpack_bits
+from smash.quantized_linear import QuantizedLinear, _pack_words, pack_bits, unpack_bits
 
 # --- parametrized over the registry ----------------------------------------------
 
