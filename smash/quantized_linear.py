@@ -3,7 +3,7 @@ can hold it; the packing of its integer values.
 
 hqq's own ``HQQLinear`` keeps its metadata in a Python dict and, on CPU, dequantizes every weight on every
 call. This layer keeps the quantized weights, scales and zero points in registered buffers (the saved
-form) and build, from them, the layout of torch's int4 matmul kernel (the run form, never
+form) and builds, from them, the layout of torch's int4 matmul kernel (the run form, never
 saved: it is rebuilt after loading or moving, because the packed layout is private to the kernel and
 may differ between torch builds and CPUs; rebuilding takes a few seconds for a 135M model).
 
