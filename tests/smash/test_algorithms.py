@@ -253,20 +253,32 @@ def test_kernel_fallback_reasons_name_what_does_not_fit() -> None:
 
 
 @pytest.mark.parametrize("nbits", [2, 3, 4, 8])
-def test_the_off_cpu_kernel_check_passes_a_right_layout_and_drops_a_wrong_one(nbits: int) -> None:
-    """The check a layer runs once on a GPU (CI has none), run here on the CPU kernel: a correct layout
-    passes at every width; a layout read with the wrong offsets warns and the layer dequantizes."""
+@pytest.mark.parametrize("shape", [(192, 256), (1536, 576), (576, 1536)])
+@pytest.mark.parametrize("fault", ["swapped nibbles", "swapped scale and offset"])
+def test_the_off_cpu_kernel_check_passes_a_right_layout_and_drops_a_wrong_one(
+    nbits: int, shape: tuple[int, int], fault: str
+) -> None:
+    """The check a layer runs once on a GPU (CI has none), run here on the CPU kernel: a right layout
+    passes at every width and shape; a layout the kernel reads differently (neighbouring values swapped,
+    as a wrong two-per-byte order would; or the table's pairs reversed) warns and the layer dequantizes."""
     import warnings
 
-    _, _, good = _layers(nbits, axis=1)
+    weight = _weight(*shape, seed=5)
+    q, scale, zero = hqq_quantize(weight, nbits=nbits, group_size=64, axis=1, iterations=20)
+    common = dict(shape=shape, nbits=nbits, group_size=64, axis=1, bias=None, compute_dtype=torch.bfloat16)
+    good = QuantizedLinear.from_quantized(q, scale, zero, **common)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         good._check_kernel()
     assert good._kernel_weight is not None
 
-    _, _, bad = _layers(nbits, axis=1)
-    assert bad._kernel_scale_zeros is not None
-    bad._kernel_scale_zeros = bad._kernel_scale_zeros.flip(-1)  # (offset, scale) instead of (scale, offset)
+    bad = QuantizedLinear.from_quantized(q, scale, zero, **common)
+    if fault == "swapped nibbles":
+        pairs = torch.arange(shape[1]).view(-1, 2).flip(-1).reshape(-1)
+        bad.refresh(bad.int_values()[:, pairs])  # the kernel's layout only: the saved values stay right
+    else:
+        assert bad._kernel_scale_zeros is not None
+        bad._kernel_scale_zeros = bad._kernel_scale_zeros.flip(-1)
     with pytest.warns(RuntimeWarning, match="disagrees with this layer's weights"):
         bad._check_kernel()
     assert bad._kernel_weight is None
