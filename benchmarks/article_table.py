@@ -47,7 +47,7 @@ from smash.evaluation.efficiency import measure_efficiency
 from smash.evaluation.evaluate import environment
 from smash.evaluation.quality import evaluate_quality
 from smash.evaluation.table import reference_quality
-from smash.runtime import torch_threads
+from smash.parallel import torch_threads
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Quantizer settings of each variant; group size comes from --group-size.

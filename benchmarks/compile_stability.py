@@ -176,7 +176,7 @@ def noise_floor(target_ms: float, count: int) -> list[float]:
     """
     import torch
 
-    from smash.runtime import torch_threads
+    from smash.parallel import torch_threads
 
     a, b = torch.randn(64, 512), torch.randn(512, 512)
 

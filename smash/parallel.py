@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
@@ -34,10 +35,19 @@ def map_layers(
     if count <= 1:
         yield from map(work, items)
         return
+    with torch_threads(1), ThreadPoolExecutor(max_workers=count, thread_name_prefix="smash-layer") as pool:
+        yield from pool.map(work, items)
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's (process-wide) thread count set to ``count`` for the block, then restored; None: unchanged."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
     try:
-        with ThreadPoolExecutor(max_workers=count, thread_name_prefix="smash-layer") as pool:
-            yield from pool.map(work, items)
+        yield
     finally:
         torch.set_num_threads(before)

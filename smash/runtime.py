@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from smash.errors import GenerationInputError
+from smash.parallel import torch_threads
 from smash.precompiled import Graphs
 
 log = logging.getLogger(__name__)
@@ -84,20 +85,6 @@ def attach_runtime(model: nn.Module, spec: RuntimeSpec) -> StaticGenerationRunti
     runtime = StaticGenerationRuntime(model, spec)
     object.__setattr__(model, RUNTIME_ATTR, runtime)
     return runtime
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """torch's (process-wide) thread count set to ``count`` for the block, then restored; None: unchanged."""
-    before = torch.get_num_threads()
-    if count is None or count == before:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def thread_candidates(process_threads: int) -> list[int]:

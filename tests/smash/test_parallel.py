@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from smash import smash
-from smash.parallel import map_layers
-from smash.runtime import torch_threads
+from smash.parallel import map_layers, torch_threads
 
 
 def test_results_come_in_input_order_from_several_threads_each_on_one_torch_thread() -> None:
