@@ -3,6 +3,7 @@ built-in weight algorithm's own numbers: hqq's layout mapped onto the int4 kerne
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -234,17 +235,12 @@ def test_casting_a_layer_switches_between_kernel_and_dequantize() -> None:
     torch.testing.assert_close(fp32(x), x @ fp32.dequantize(torch.float32).T)
 
 
-def test_kernel_falls_back_to_dequantize_where_the_layout_does_not_map() -> None:
+def test_kernel_falls_back_to_dequantize_where_the_layout_does_not_map_and_says_why() -> None:
+    _, fp32, bf16 = _layers(4, axis=1)
     _, _, axis0 = _layers(4, axis=0)
     _, _, group16 = _layers(4, axis=1, group_size=16)
     assert axis0._kernel_weight is None and "dequantize" in repr(axis0)
     assert group16._kernel_weight is None
-
-
-def test_kernel_fallback_reasons_name_what_does_not_fit() -> None:
-    _, fp32, bf16 = _layers(4, axis=1)
-    _, _, axis0 = _layers(4, axis=0)
-    _, _, group16 = _layers(4, axis=1, group_size=16)
     assert bf16.kernel_unsupported() is None
     assert "bfloat16" in str(fp32.kernel_unsupported())
     assert "axis 0" in str(axis0.kernel_unsupported())
@@ -261,8 +257,6 @@ def test_the_off_cpu_kernel_check_passes_a_right_layout_and_drops_a_wrong_one(
     """The check a layer runs once on a GPU (CI has none), run here on the CPU kernel: a right layout
     passes at every width and shape; a layout the kernel reads differently (neighbouring values swapped,
     as a wrong two-per-byte order would; or the table's pairs reversed) warns and the layer dequantizes."""
-    import warnings
-
     weight = _weight(*shape, seed=5)
     q, scale, zero = hqq_quantize(weight, nbits=nbits, group_size=64, axis=1, iterations=20)
     common = dict(shape=shape, nbits=nbits, group_size=64, axis=1, bias=None, compute_dtype=torch.bfloat16)
