@@ -33,7 +33,6 @@ import argparse
 import itertools
 import json
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -268,11 +267,11 @@ def child_load(mode: str, model_name: str, folder: str) -> dict[str, Any]:
 # --- parent: orchestration, summary, table ---------------------------------------------------------------
 
 
-def spawn(args: list[str], scratch: Path) -> dict[str, Any]:
+def spawn(args: list[str], scratch: Path, *, smash_cache: Path | None = None) -> dict[str, Any]:
     env = {
         **os.environ,
         "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor"),
-        "SMASH_COMPILE_CACHE_DIR": str(scratch / "smash"),
+        "SMASH_COMPILE_CACHE_DIR": str(smash_cache or scratch / "smash"),
         "OMP_WAIT_POLICY": "PASSIVE",
     }
     done = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
@@ -410,21 +409,18 @@ def run_parent(model_name: str, lengths: list[int], reload: bool, quantizer: str
 
 
 def run_reloads(model_name: str, folder: Path, scratch: Path) -> dict[str, Any]:
-    """Load the saved smashed model in fresh processes (empty local caches), with and without its archive."""
-    from smash import compile_cache
-
-    uncached = scratch / "saved_uncached"
-    shutil.copytree(folder, uncached)
-    for name in (compile_cache.ARCHIVE_FILE, compile_cache.MANIFEST_FILE):
-        (uncached / name).unlink(missing_ok=True)
+    """Load the saved smashed model in fresh processes: with the compile cache the smash left on this
+    machine (what a second load here finds), and with empty caches (a first load on another machine)."""
     base = ["--model", model_name]
     return {
         "eager base": spawn([*base, "--child", "load-eager"], scratch / "eager"),
         "compiled, with cache": spawn(
-            [*base, "--child", "load-cached", "--folder", str(folder)], scratch / "c"
+            [*base, "--child", "load-cached", "--folder", str(folder)],
+            scratch / "c",
+            smash_cache=scratch / "smashed" / "smash",
         ),
         "compiled, no cache": spawn(
-            [*base, "--child", "load-uncached", "--folder", str(uncached)], scratch / "u"
+            [*base, "--child", "load-uncached", "--folder", str(folder)], scratch / "u"
         ),
     }
 

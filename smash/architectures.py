@@ -1,11 +1,15 @@
-"""Resolve the model class named in a config.json without importing anything the config names.
+"""Resolve the model class named in a config.json without importing anything the config names, and load
+a Hub-style folder as data only.
 
 ``config.architectures`` comes from untrusted files, so it is only looked up among the classes that
 transformers' own auto mappings list for the config's model type; ``auto_map`` (remote code) is refused.
+Weights are read from safetensors only (``use_safetensors=True``: a ``pytorch_model.bin`` beside them is
+never unpickled) and tokenizers never run remote code.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from smash.errors import ArtifactError
@@ -45,3 +49,25 @@ def architecture_class(config: Any, *, location: str) -> type[Any]:
         f"architectures {architectures!r} are not transformers classes for model_type {model_type!r}",
         "Only architectures that transformers ships are supported.",
     )
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+def load_pretrained(path: Path, *, device: str = "cpu") -> tuple[Any, Any]:
+    """(model, tokenizer or None) from a Hub-style folder: transformers' own classes, safetensors only."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    model_cls = architecture_class(config, location=str(path))
+    model = model_cls.from_pretrained(path, trust_remote_code=False, use_safetensors=True)
+    return model.eval().to(device), load_tokenizer(path)
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The folder's tokenizer, or None when it has none; never remote code."""
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)

@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smash.compile_cache import LOCAL_ONLY_FILES
 from smash.errors import ArtifactError, InvalidRepoIdError, UnsafeArtifactError
 
 if TYPE_CHECKING:
@@ -141,11 +140,7 @@ def push_to_hub(
     with tempfile.TemporaryDirectory(prefix="smash-push-") as tmp:
         folder = model.save_pretrained(tmp)
         (folder / "README.md").write_text(str(card) if card is not None else default_card(model, repo_id))
-        local = sorted(
-            p.relative_to(folder).as_posix()
-            for p in folder.rglob("*")
-            if p.is_file() and p.name not in LOCAL_ONLY_FILES
-        )
+        local = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         remote = api.list_repo_files(repo_id, revision=revision)
         operations: list[Any] = [
             CommitOperationAdd(path_in_repo=f, path_or_fileobj=folder / f) for f in local

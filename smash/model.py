@@ -6,6 +6,10 @@ A saved folder holds:
 - ``smash_artifact.json``: the applied order, each algorithm's metadata, tensor aliases, versions;
 - ``model.safetensors``: every tensor of the smashed model, quantized ones included. Never pickle.
 
+Nothing else in the folder is read: files that could run code when loaded (pickles, archives, shared
+libraries, Python) are ignored with a warning, and compiled graphs come only from this machine's sealed
+compile cache (``smash.compile_cache``).
+
 Loading rebuilds the base architecture from config.json, lets each WEIGHTS algorithm rebuild its module
 structure (``Algorithm.restore``) in the saved order, loads the tensors strictly, then re-applies the
 REAPPLY algorithms (torch.compile, caches).
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from smash import compile_cache
+from smash import architectures, compile_cache
 from smash.algorithms.base import SaveMode, SmashContext
 from smash.config import SmashConfig
 from smash.errors import ArtifactError, UnsafeArtifactError
@@ -36,6 +41,10 @@ ARTIFACT_FILE = "smash_artifact.json"
 WEIGHTS_FILE = "model.safetensors"
 ARTIFACT_FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+# Formats whose loading runs code: never read from a model folder, whatever their name.
+CODE_SUFFIXES = (*PICKLE_SUFFIXES, ".pickle", ".tar", ".zip", ".so", ".dylib", ".dll", ".py", ".pyc")
+
+log = logging.getLogger(__name__)
 _ARTIFACT_KEYS = frozenset({"format_version", "order", "metadata", "aliases", "versions"})
 
 
@@ -112,7 +121,8 @@ class PrunaModel:
             "versions": _versions(),
         }
         (path / ARTIFACT_FILE).write_text(json.dumps(artifact, indent=2, sort_keys=True) + "\n")
-        compile_cache.write_archive(self.model, path)  # torch_compile's graphs, see smash.compile_cache
+        for stale in compile_cache.LOCAL_ONLY_FILES:  # an older smash's archive must not linger
+            (path / stale).unlink(missing_ok=True)
         return path
 
     # --- loading ------------------------------------------------------------------------------------
@@ -238,6 +248,23 @@ def check_weights_present(path: Path) -> Path:
     raise ArtifactError(str(path), f"{WEIGHTS_FILE} is missing", "Re-save the model with save_pretrained.")
 
 
+def warn_about_code_files(path: Path) -> list[str]:
+    """Name the files in ``path`` that could run code if loaded; they are ignored, never read."""
+    found = sorted(
+        p.name
+        for p in path.iterdir()
+        if p.name in compile_cache.LOCAL_ONLY_FILES or p.suffix.lower() in CODE_SUFFIXES
+    )
+    if found:
+        log.warning(
+            "%s holds files that could run code if loaded (%s); they are ignored: only safetensors and "
+            "JSON are read from a model folder, compiled graphs only from this machine's sealed cache",
+            path,
+            ", ".join(found),
+        )
+    return found
+
+
 def build_base(path: Path) -> nn.Module:
     """The base architecture named by config.json, without running remote code.
 
@@ -295,9 +322,9 @@ def load_folder(
     if callable(tie_weights):
         tie_weights()
     model = model.to(target)
-    compile_cache.install_archive(path, target)  # lets torch_compile's warm-up skip compiling
+    warn_about_code_files(path)
     model = _replay(model, config, order, metadata, target, SaveMode.REAPPLY)
-    tokenizer = _load_tokenizer(path) if load_tokenizer else None
+    tokenizer = architectures.load_tokenizer(path) if load_tokenizer else None
     return PrunaModel(model, config, metadata=metadata, tokenizer=tokenizer)
 
 
@@ -316,11 +343,3 @@ def _replay(
             ctx = SmashContext(target.type, dict(metadata.get(name, {})))
             model = algorithm.restore(model, config[name], ctx)
     return model
-
-
-def _load_tokenizer(path: Path) -> Any:
-    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
-        return None
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)

@@ -5,9 +5,9 @@ model's Python to find the two graphs again: about 22 s of a SmolLM2 load on a 2
 whose kernels were already on disk. torch 2.13 can capture a whole-graph function ahead of time
 (``torch.compile(fn, fullgraph=True).aot_compile``) and write it to a file (``save_compiled_function``);
 ``torch.compiler.load_compiled_function`` brings it back without tracing. The files live in the model's
-compile-cache directory (``aot/prefill.bin``, ``aot/decode.bin``), so they travel in the same local-only
-archive, under the same key and environment check, and are trusted exactly as far as that archive is
-(they are pickles: loading one runs code).
+compile-cache directory (``aot/prefill.bin``, ``aot/decode.bin``), under the same key and environment
+check, and are read only after that directory's seal was verified (they are pickles: loading one runs
+code; see ``smash.sealed_dir``).
 
 Guards. Dynamo's default guards pin object identities, which cannot be serialized, so the functions are
 compiled with ``keep_portable_guards_unsafe``: tensor shapes, dtypes and strides, and the autograd mode.

@@ -41,20 +41,6 @@ def parse_config(text: str) -> Any:
     return SmashConfig(data)
 
 
-def load_folder_model(path: Path) -> tuple[Any, Any]:
-    """(model, tokenizer or None) from a Hub-style folder; only transformers' own classes, no remote code."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    from smash.architectures import architecture_class
-
-    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    model = architecture_class(config, location=str(path)).from_pretrained(path).eval()
-    tokenizer = None
-    if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    return model, tokenizer
-
-
 def build_settings(**options: Any) -> Any:
     from smash.evaluation import Settings
 
@@ -64,10 +50,11 @@ def build_settings(**options: Any) -> Any:
 def run_bench(model_dir: Path, config: Any, settings: Any, *, save_dir: Path | None) -> Any:
     """Load, smash, save (for on-disk bytes) and evaluate; returns the EvaluationReport."""
     from smash import smash
+    from smash.architectures import load_pretrained
     from smash.evaluation import evaluate
 
     click.echo(f"loading {model_dir}", err=True)
-    base, tokenizer = load_folder_model(model_dir)
+    base, tokenizer = load_pretrained(model_dir)
     click.echo(f"smashing with {config.to_json()}", err=True)
     smashed = smash(base, config, tokenizer=tokenizer)
     with tempfile.TemporaryDirectory(prefix="pruna-bench-") as scratch:

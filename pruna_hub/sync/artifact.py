@@ -75,13 +75,8 @@ def versions_of(report: Any) -> dict[str, str]:
 
 
 def build_artifact_folder(ctx: SyncContext, plan: Plan, smashed: Any, report: Any, folder: Path) -> None:
-    """Add the card, the report and the plot next to the saved model; drop the local-only compile cache
-    (pickled graphs and shared libraries must never be published)."""
-    from smash.compile_cache import LOCAL_ONLY_FILES
+    """Add the card, the report and the plot next to the saved model."""
     from smash.evaluation.plot import plot_sweep
-
-    for name in LOCAL_ONLY_FILES:
-        (folder / name).unlink(missing_ok=True)
 
     (folder / REPORT_FILE).write_text(report.to_json() + "\n")
     plot_sweep(

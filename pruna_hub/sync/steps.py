@@ -25,18 +25,9 @@ class ModelSteps:
 
     def load_base(self, path: Path, *, device: str) -> tuple[Any, Any]:
         """The base model from a downloaded snapshot, never running remote code, and its tokenizer."""
-        from transformers import AutoConfig, AutoTokenizer
+        from smash.architectures import load_pretrained
 
-        from smash.architectures import architecture_class
-
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-        model_cls = architecture_class(config, location=str(path))
-        model = model_cls.from_pretrained(path, trust_remote_code=False, use_safetensors=True)
-        model = model.eval().to(device)
-        tokenizer = None
-        if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        return model, tokenizer
+        return load_pretrained(path, device=device)
 
     def smash(self, base: Any, recipe: Recipe, *, tokenizer: Any, device: str) -> Any:
         from smash import smash

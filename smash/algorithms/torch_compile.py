@@ -6,8 +6,8 @@ loading. Nothing is saved with the weights; compilation is re-applied at load (R
 
 When ``static_cache`` attached a generation runtime, both of its graphs (chunked prefill, one-token
 decode) are compiled here, at smash time and again at load time, so no user request ever pays for a
-compilation. Torch's compile artifacts are kept with the saved model (``smash.compile_cache``) so that a
-load in a matching environment skips the backend compile.
+compilation. Torch's compile artifacts are kept in this machine's sealed compile cache, under a key the
+saved model records (``smash.compile_cache``), so that a later load here skips the backend compile.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class TorchCompile(Algorithm):
         inductor's kernels, so a load in a matching environment neither traces nor compiles.
 
         At load, ``ctx.metadata`` is what was recorded at smash time: its key is reused when the
-        environment is the same, so the warm-up finds the graphs that ``from_pretrained`` unpacked.
+        environment is the same, so the warm-up finds the graphs this machine compiled before.
         """
         env = compile_cache.environment(runtime.device)
         shapes = asdict(runtime.spec)
@@ -145,8 +145,6 @@ class TorchCompile(Algorithm):
             outcome = precompiled.obtain(runtime, dict(params), key)
             runtime.graphs = outcome.graphs
             report = runtime.warm_up()
-        if key is not None:
-            object.__setattr__(model, compile_cache.KEY_ATTR, key)
         ctx.metadata.update(
             compile_cache_key=key,
             compile_environment=env,

@@ -11,6 +11,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -27,6 +28,7 @@ from smash import (
     determine_algorithm_order,
     precompiled,
     registry,
+    sealed_dir,
     smash,
 )
 from smash.algorithms.base import SmashContext
@@ -352,87 +354,180 @@ def test_static_cache_does_not_apply_to_a_model_without_generate() -> None:
         smash(torch.nn.Linear(4, 4), {"static_cache": {}})
 
 
-# --- compile cache archive -------------------------------------------------------------------------------
+# --- planted compile caches: nothing from a model folder runs -----------------------------------------
 
 
-@pytest.fixture
-def packed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_llama: torch.nn.Module) -> Path:
-    """A saved folder whose archive holds a fake compile directory (two files and a lock)."""
-    monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "root_a"))
-    source = compile_cache.directory_for("k1")
-    (source / "fxgraph" / "ab").mkdir(parents=True)
-    (source / "fxgraph" / "ab" / "entry").write_bytes(b"graph")
-    (source / "kernel.so").write_bytes(b"\x7fELF")
-    (source / "locks").mkdir()
-    (source / "locks" / "x.lock").write_text("")
-    tiny_llama.__dict__[compile_cache.KEY_ATTR] = "k1"
-    folder = tmp_path / "saved"
-    folder.mkdir()
-    assert compile_cache.write_archive(tiny_llama, folder) == folder / compile_cache.ARCHIVE_FILE
-    monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "root_b"))
-    return folder
+def plant_archive(folder: Path, key: str, canary: Path) -> None:
+    """What an attacker ships: an old-style compile archive whose precompiled graphs are pickles that
+    touch ``canary`` when unpickled, with a manifest that matches this machine's environment and the
+    archive's checksum, under the key the model's metadata names."""
+    import hashlib
+    import io
+    import pickle
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, tuple[str]]:
+            return (os.system, (f"touch {canary}",))
+
+    archive = folder / compile_cache.ARCHIVE_FILE
+    with tarfile.open(archive, "w") as tar:
+        for name in ("aot/prefill.bin", "aot/decode.bin", "fxgraph/ab/entry"):
+            data = pickle.dumps(Payload())
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    manifest = {
+        "format_version": 1,
+        "key": key,
+        "environment": compile_cache.environment(torch.device("cpu")),
+        "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+        "bytes": archive.stat().st_size,
+    }
+    (folder / compile_cache.MANIFEST_FILE).write_text(json.dumps(manifest))
 
 
-def test_archive_is_unpacked_when_the_environment_matches(packed: Path) -> None:
-    assert compile_cache.install_archive(packed, torch.device("cpu")) == "k1"
-    target = compile_cache.directory_for("k1")
-    assert (target / "fxgraph" / "ab" / "entry").read_bytes() == b"graph"
-    assert (target / "kernel.so").read_bytes() == b"\x7fELF"
-    assert not (target / "locks").exists()
+def test_a_planted_archive_in_a_model_folder_is_ignored_and_named(
+    eager_compiled: PrunaModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "cache"))
+    folder = eager_compiled.save_pretrained(tmp_path / "saved")
+    assert not (folder / compile_cache.ARCHIVE_FILE).exists()  # save_pretrained writes no code
+    canary = tmp_path / "canary"
+    plant_archive(folder, "0" * 32, canary)
+    (folder / "pytorch_model.bin").write_bytes(b"pickle")
+    with caplog.at_level(logging.WARNING, logger="smash.model"):
+        loaded = PrunaModel.from_pretrained(folder)
+    warning = " ".join(r.getMessage() for r in caplog.records if r.name == "smash.model")
+    assert compile_cache.ARCHIVE_FILE in warning and "pytorch_model.bin" in warning and "ignored" in warning
+    assert not canary.exists() and not compile_cache.directory_for("0" * 32).exists()
+    ids = prompt(30)
+    assert torch.equal(
+        loaded.generate(ids, max_new_tokens=20), eager_compiled.generate(ids, max_new_tokens=20)
+    )
+    loaded.save_pretrained(folder)  # saving over the folder drops the planted archive
+    assert not (folder / compile_cache.ARCHIVE_FILE).exists()
 
 
-def test_unpacking_next_to_kernels_this_process_compiled_leaves_them_untouched(packed: Path) -> None:
-    """Smash, save, load in one process (the sync does): the key's directory already holds kernels that
-    may be mapped into memory. Rewriting them in place crashed the process; only missing files move in."""
-    target = compile_cache.directory_for("k1")
-    target.mkdir(parents=True)
-    (target / "kernel.so").write_bytes(b"mapped")
-    assert compile_cache.install_archive(packed, torch.device("cpu")) == "k1"
-    assert (target / "kernel.so").read_bytes() == b"mapped"  # not written over
-    assert (target / "fxgraph" / "ab" / "entry").read_bytes() == b"graph"
-    assert (target / ".complete").is_file()
+KEY = "0123456789abcdef" * 2
 
 
-def test_archive_from_another_environment_is_ignored(packed: Path) -> None:
-    manifest = json.loads((packed / compile_cache.MANIFEST_FILE).read_text())
-    manifest["environment"]["torch"] = "1.0.0"
-    (packed / compile_cache.MANIFEST_FILE).write_text(json.dumps(manifest))
-    assert compile_cache.install_archive(packed, torch.device("cpu")) is None
-    assert not compile_cache.directory_for("k1").exists()
+def sealed_cache(monkeypatch: pytest.MonkeyPatch, root: Path) -> Path:
+    """A key's directory as a compile leaves it: files written inside ``compiling_into``, then sealed."""
+    monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(root))
+    directory = compile_cache.directory_for(KEY)
+    with compile_cache.compiling_into(KEY):
+        (directory / "aot").mkdir(parents=True)
+        (directory / "aot" / "decode.bin").write_bytes(b"graph")
+        (directory / "kernel.so").write_bytes(b"\x7fELF")
+    return directory
 
 
-def test_archive_with_a_wrong_checksum_or_unsafe_member_is_ignored(packed: Path) -> None:
-    archive = packed / compile_cache.ARCHIVE_FILE
-    with tarfile.open(archive, "a") as tar:  # a member escaping the cache directory
-        info = tarfile.TarInfo("../escape")
-        tar.addfile(info)
-    assert compile_cache.install_archive(packed, torch.device("cpu")) is None  # checksum no longer matches
-    manifest = json.loads((packed / compile_cache.MANIFEST_FILE).read_text())
-    manifest["sha256"] = compile_cache._sha256(archive)
-    (packed / compile_cache.MANIFEST_FILE).write_text(json.dumps(manifest))
-    assert compile_cache.install_archive(packed, torch.device("cpu")) is None  # tar's data filter refuses it
-    assert not (compile_cache.cache_root() / "escape").exists()
+def test_a_sealed_compile_directory_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = sealed_cache(monkeypatch, tmp_path / "root")
+    with compile_cache.compiling_into(KEY):
+        assert (directory / "aot" / "decode.bin").read_bytes() == b"graph"
+    key_file = tmp_path / "root" / sealed_dir.KEY_FILE
+    assert key_file.stat().st_mode & 0o777 == 0o600
 
 
-def test_archive_key_is_never_used_as_a_path_when_malformed(packed: Path) -> None:
-    manifest = json.loads((packed / compile_cache.MANIFEST_FILE).read_text())
-    manifest["key"] = "../../etc"
-    (packed / compile_cache.MANIFEST_FILE).write_text(json.dumps(manifest))
-    assert compile_cache.install_archive(packed, torch.device("cpu")) is None
+def _add_file(directory: Path, _: Path) -> None:
+    (directory / "aot" / "prefill.bin").write_bytes(b"planted")
+
+
+def _change_file(directory: Path, _: Path) -> None:
+    (directory / "kernel.so").write_bytes(b"planted")
+
+
+def _link_out(directory: Path, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").write_bytes(b"planted")
+    (directory / "aot" / "prefill.bin").symlink_to(tmp_path / "elsewhere")
+
+
+def _copy_from_another_machine(directory: Path, tmp_path: Path) -> None:
+    """The same files and seal, made under another cache root's key (another machine, or a hand)."""
+    key_file = directory.parent / sealed_dir.KEY_FILE
+    key_file.unlink()
+    sealed_dir.secret_key(directory.parent)  # a new key: the old seal no longer verifies
+
+
+def _forge_seal(directory: Path, _: Path) -> None:
+    seal = json.loads((directory / sealed_dir.SEAL_FILE).read_text())
+    (directory / "aot" / "prefill.bin").write_bytes(b"planted")
+    seal["files"]["aot/prefill.bin"] = "0" * 64
+    (directory / sealed_dir.SEAL_FILE).write_text(json.dumps(seal))
+
+
+@pytest.mark.parametrize(
+    "tamper", [_add_file, _change_file, _link_out, _copy_from_another_machine, _forge_seal]
+)
+def test_a_tampered_compile_directory_is_removed_before_anything_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tamper: Any
+) -> None:
+    directory = sealed_cache(monkeypatch, tmp_path / "root")
+    tamper(directory, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="smash.sealed_dir"), compile_cache.compiling_into(KEY):
+        assert directory.is_dir() and not any(directory.iterdir())  # emptied: torch compiles afresh
+        assert precompiled._load(directory / precompiled.AOT_DIR) is None
+    assert "removing" in caplog.text
+    assert (tmp_path / "elsewhere").exists() or tamper is not _link_out  # a link's target is not touched
+
+
+def test_planted_pickles_in_the_local_cache_are_never_unpickled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files dropped into the cache by someone without the key (an extraction elsewhere, another user)."""
+    monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "root"))
+    canary = tmp_path / "canary"
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    plant_archive(staging, KEY, canary)
+    with tarfile.open(staging / compile_cache.ARCHIVE_FILE) as tar:
+        tar.extractall(compile_cache.directory_for(KEY), filter="data")
+    with compile_cache.compiling_into(KEY):
+        assert precompiled._load(compile_cache.directory_for(KEY) / precompiled.AOT_DIR) is None
+    assert not canary.exists()
+
+
+def test_a_cache_root_key_others_can_read_disables_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = sealed_cache(monkeypatch, tmp_path / "root")
+    (tmp_path / "root" / sealed_dir.KEY_FILE).chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="smash.compile_cache"), compile_cache.compiling_into(KEY):
+        pass
+    assert "compile cache not used" in caplog.text and "0600" in caplog.text
+    assert (directory / "kernel.so").exists()  # left alone, and not read
+
+
+def test_a_malformed_key_is_never_used_as_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "root"))
+    with pytest.raises(ValueError, match="32 hex digits"), compile_cache.compiling_into("../../etc"):
+        pass
 
 
 # --- inductor, for real ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def inductor_smashed(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, PrunaModel, Path]:
+def inductor_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The compile cache root the module's inductor smash compiled into (this machine's, sealed)."""
+    return tmp_path_factory.mktemp("compile_cache")
+
+
+@pytest.fixture(scope="module")
+def inductor_smashed(
+    tmp_path_factory: pytest.TempPathFactory, inductor_cache: Path
+) -> tuple[torch.nn.Module, PrunaModel, Path]:
     """The tiny llama smashed with inductor (compiled once for the module), and its saved folder."""
     from tiny_models import build_tiny_llama
 
     base = build_tiny_llama()
     folder = tmp_path_factory.mktemp("saved")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path_factory.mktemp("compile_cache")))
+        mp.setenv("SMASH_COMPILE_CACHE_DIR", str(inductor_cache))
         # One decode thread, not chosen by timing: a load that timed another count as clearly faster on a
         # noisy machine would key its graphs apart from the saved ones (the shapes include the count).
         runtime = {**RUNTIME, "decode_threads": 1}
@@ -478,28 +573,30 @@ print(json.dumps({"seconds": time.perf_counter() - start, "frames": compiled_fra
 """
 
 
-def _load_in_fresh_process(folder: Path, scratch: Path) -> dict[str, Any]:
-    """Load in a new interpreter whose inductor and smash caches are empty: another machine, same setup."""
+def _load_in_fresh_process(
+    target: str, scratch: Path, *, compile_cache_dir: Path | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Load in a new interpreter with an empty inductor cache and the given (else an empty) smash cache."""
     env = {
         **os.environ,
-        "SMASH_COMPILE_CACHE_DIR": str(scratch / "smash"),
+        "SMASH_COMPILE_CACHE_DIR": str(compile_cache_dir or scratch / "smash"),
         "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor"),
         "OMP_WAIT_POLICY": "PASSIVE",
+        **(env or {}),
     }
     done = subprocess.run(
-        [sys.executable, "-c", _LOAD_SCRIPT, str(folder)], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _LOAD_SCRIPT, target], env=env, capture_output=True, text=True, check=True
     )
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 @pytest.mark.slow
-def test_saved_compile_cache_skips_compiling_in_a_fresh_process(
-    inductor_smashed: tuple[torch.nn.Module, PrunaModel, Path], tmp_path: Path
+def test_this_machines_compile_cache_skips_compiling_in_a_fresh_process(
+    inductor_smashed: tuple[torch.nn.Module, PrunaModel, Path], inductor_cache: Path, tmp_path: Path
 ) -> None:
     base, _, folder = inductor_smashed
-    assert (folder / compile_cache.ARCHIVE_FILE).is_file()
-    result = _load_in_fresh_process(folder, tmp_path)
-    assert result["graphs"] == "AOTCompiledFunction"  # both graphs came precompiled from the archive...
+    result = _load_in_fresh_process(str(folder), tmp_path, compile_cache_dir=inductor_cache)
+    assert result["graphs"] == "AOTCompiledFunction"  # both graphs came precompiled from the cache...
     assert result["frames"] == 0  # ...so dynamo traced nothing...
     assert result["inductor"].get("fxgraph_cache_miss", 0) == 0  # ...and inductor compiled nothing
     ids = torch.randint(0, 256, (1, 21), generator=torch.Generator().manual_seed(0))
@@ -507,21 +604,60 @@ def test_saved_compile_cache_skips_compiling_in_a_fresh_process(
 
 
 @pytest.mark.slow
-def test_a_damaged_precompiled_graph_is_captured_again(
+def test_a_planted_archive_runs_nothing_from_a_folder_or_a_fully_downloaded_repo(
+    inductor_smashed: tuple[torch.nn.Module, PrunaModel, Path], tmp_path: Path
+) -> None:
+    """The attack that worked before: an archive of pickles beside the weights, matching this machine's
+    environment and the key the metadata names, in a local folder and in a Hub repo that a user fetched
+    whole (``hf download``). A fresh machine (empty caches) loads both; the canary must stay absent."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    from pruna_hub.hubstore import LocalHub
+
+    base, _, saved = inductor_smashed
+    folder = tmp_path / "planted"
+    shutil.copytree(saved, folder)
+    key = json.loads((folder / "smash_artifact.json").read_text())["metadata"]["torch_compile"]
+    canary = tmp_path / "canary"
+    plant_archive(folder, key["compile_cache_key"], canary)
+    ids = torch.randint(0, 256, (1, 21), generator=torch.Generator().manual_seed(0))
+    result = _load_in_fresh_process(str(folder), tmp_path / "a")
+    assert not canary.exists()
+    assert torch.equal(torch.tensor(result["tokens"]), reference(base, ids, 30))
+
+    hf_env = {"HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    with LocalHub(tmp_path / "store").serve() as endpoint, pytest.MonkeyPatch.context() as mp:
+        mp.setattr("huggingface_hub.constants.HF_HUB_DISABLE_XET", True)
+        HfApi(endpoint=endpoint).create_repo("PrunaAI/planted")
+        HfApi(endpoint=endpoint).upload_folder(repo_id="PrunaAI/planted", folder_path=folder)
+        snapshot = Path(
+            snapshot_download("PrunaAI/planted", endpoint=endpoint, cache_dir=tmp_path / "hf" / "hub")
+        )
+    assert (snapshot / compile_cache.ARCHIVE_FILE).is_file()  # the user's full download has it
+    result = _load_in_fresh_process("PrunaAI/planted", tmp_path / "b", env=hf_env)
+    assert not canary.exists()
+    assert torch.equal(torch.tensor(result["tokens"]), reference(base, ids, 30))
+
+
+@pytest.mark.slow
+def test_a_damaged_precompiled_graph_is_compiled_again(
     inductor_smashed: tuple[torch.nn.Module, PrunaModel, Path],
+    inductor_cache: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    base, _, folder = inductor_smashed
+    base, smashed, folder = inductor_smashed
+    shutil.copytree(inductor_cache, tmp_path / "cache")
     monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "cache"))
-    key = compile_cache.install_archive(folder, torch.device("cpu"))
-    assert key is not None
+    key = smashed.metadata["torch_compile"]["compile_cache_key"]
     damaged = compile_cache.directory_for(key) / precompiled.AOT_DIR / "decode.bin"
     damaged.write_bytes(b"not a compiled function")
     loaded = PrunaModel.from_pretrained(folder)
     runtime = attached_runtime(loaded.model)
     assert runtime is not None and runtime.graphs is not None
-    assert damaged.stat().st_size > 1000  # captured again and saved over the damaged file
+    assert damaged.stat().st_size > 1000  # the directory failed its seal: compiled again and saved anew
+    secret = sealed_dir.secret_key(tmp_path / "cache")
+    assert sealed_dir.verify(compile_cache.directory_for(key), secret) is None
     ids = prompt(21, seed=3)
     assert torch.equal(loaded.generate(ids, max_new_tokens=12, min_new_tokens=12), reference(base, ids, 12))
 
@@ -534,7 +670,7 @@ def test_a_quantized_model_reloads_its_precompiled_graphs_in_the_process_that_sm
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """int8 (the CPU Llama default) with inductor: a dtype attribute on the quantized layers made every
-    precompiled graph unloadable, and unpacking the archive over loaded kernels crashed the process."""
+    precompiled graph unloadable (and an archive unpacked over loaded kernels once crashed the process)."""
     monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "cache"))
     smashed = smash(tiny_llama, {"int8_weight": {}, "static_cache": RUNTIME, "torch_compile": {}})
     assert smashed.metadata["torch_compile"]["precompiled_graphs"] == "captured"
@@ -603,33 +739,16 @@ def test_the_probe_allows_half_precision_rounding_but_not_wrong_logits(
     assert not precompiled.agrees_with_eager(runtime, decode_off_by(1.0))  # off by the logits' own order
 
 
-def test_load_with_a_foreign_compile_cache_falls_back_to_compiling(
-    eager_compiled: PrunaModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SMASH_COMPILE_CACHE_DIR", str(tmp_path / "cache"))
-    folder = tmp_path / "saved"
-    eager_compiled.save_pretrained(folder)
-    assert not (folder / compile_cache.ARCHIVE_FILE).exists()  # the eager backend has nothing to keep
-    (tmp_path / "foreign").mkdir()
-    with tarfile.open(folder / compile_cache.ARCHIVE_FILE, "w") as tar:
-        tar.add(tmp_path / "foreign", arcname="x")
-    foreign = {"format_version": 1, "key": "abc", "sha256": "0", "environment": {"torch": "0"}}
-    (folder / compile_cache.MANIFEST_FILE).write_text(json.dumps(foreign))
-    ids = prompt(30)
-    loaded = PrunaModel.from_pretrained(folder)
-    assert not compile_cache.directory_for("abc").exists()
-    assert torch.equal(
-        loaded.generate(ids, max_new_tokens=20), eager_compiled.generate(ids, max_new_tokens=20)
-    )
-
-
 def test_the_saved_key_is_reused_only_for_graphs_of_the_same_shapes_and_threads() -> None:
     env = compile_cache.environment(torch.device("cpu"))
     shapes = {"max_cache_len": 128, "batch_size": 1, "prefill_chunk": 16, "decode_threads": 1}
-    saved = {"compile_cache_key": "abc123", "compile_environment": env, "compile_shapes": shapes}
-    assert compile_cache.saved_key(saved, env, shapes) == "abc123"
+    saved = {"compile_cache_key": KEY, "compile_environment": env, "compile_shapes": shapes}
+    assert compile_cache.saved_key(saved, env, shapes) == KEY
     assert compile_cache.saved_key(saved, env, {**shapes, "decode_threads": 2}) is None
     assert compile_cache.saved_key({**saved, "compile_cache_key": "../x"}, env, shapes) is None
+    assert (
+        compile_cache.saved_key({**saved, "compile_cache_key": "\u0661" * 32}, env, shapes) is None
+    )  # isalnum()
 
 
 def test_cache_key_follows_structure_not_weight_values(make_tiny_llama: Any) -> None:
