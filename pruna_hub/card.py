@@ -34,6 +34,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from pruna_hub.errors import CardError
+from smash.evaluation.metrics import QUALITY_LABELS
 
 LIBRARY_NAME = "smash"  # the library that loads the files: `from smash import PrunaModel`
 OUR_TAGS = ("pruna-hub", "smashed")
@@ -93,13 +94,7 @@ METRICS: Mapping[str, tuple[str, str, bool]] = {
     "disk_bytes": ("Size on disk", "MB", True),
     "compilations": ("Graph compilations after warm-up", "", True),
 }
-QUALITY: Mapping[str, str] = {
-    "top1_agreement": "Top-1 agreement with the base",
-    "kl_mean": "KL divergence from the base, mean",
-    "kl_max": "KL divergence, max",
-    "perplexity_base": "Perplexity of the base",
-    "perplexity_smashed": "Perplexity of the smashed model",
-}
+QUALITY: Mapping[str, str] = QUALITY_LABELS
 _SCALE = {"ms": 1e3, "GB": 1e-9, "MB": 1e-6, "tokens/s": 1.0, "": 1.0}
 
 

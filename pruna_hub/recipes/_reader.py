@@ -6,6 +6,7 @@ are errors that list what is allowed, so a typo never silently falls back to a d
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -68,6 +69,8 @@ class TableReader:
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"{value!r} is a {_type_name(value)}, expected a number")
+        if not math.isfinite(value):
+            raise self.error(key, f"{value!r} is not a finite number", "Write a plain number.")
         _check_range(self, key, value, minimum, maximum)
         return float(value)
 

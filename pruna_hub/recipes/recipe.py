@@ -52,49 +52,72 @@ _EXAMPLE_VALUES = {"target_org": "org", "author": "author", "name": "Model-1B", 
 
 
 @dataclass(frozen=True)
-class QualityGate:
-    """Thresholds the smashed model must meet against its base before anything is published."""
+class GateCheck:
+    """One threshold of a quality gate: the recipe field, the measured value it reads, which side passes."""
 
+    field: str
+    metric: str  # a QualityReport key, or a value the gate derives (perplexity_ratio, decode_ratio)
+    label: str
+    at_least: bool
+    maximum: float | None = None  # the largest value a recipe may set (agreements are fractions)
+    minimum: float = 0.0
+
+
+GATE_CHECKS: tuple[GateCheck, ...] = (
+    GateCheck(
+        "min_generation_agreement", "generation_agreement", "greedy generation token agreement", True, 1.0
+    ),
+    GateCheck("min_generation_prefix", "generation_prefix", "greedy generation matching prefix", True, 1.0),
+    GateCheck("min_top1_agreement", "top1_agreement", "top-1 agreement", True, 1.0),
+    GateCheck("max_kl", "kl_mean", "KL divergence", False),
+    GateCheck("max_perplexity_ratio", "perplexity_ratio", "perplexity ratio", False, minimum=1.0),
+    GateCheck("min_cosine", "cosine_min", "pooled-output cosine similarity (min)", True, 1.0),
+    # speed: the smashed decode median over the base's; above 1.0 the smashed model is slower
+    GateCheck("max_decode_ratio", "decode_ratio", "decode latency ratio to the base", False),
+)
+GATE_FIELDS = tuple(check.field for check in GATE_CHECKS)
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """Thresholds the smashed model must meet against its base before anything is published.
+
+    Quality (greedy generations, next-token agreement, KL, perplexity, cosine for encoders) and speed
+    (``max_decode_ratio``: a smashed model slower than its base is not published).
+    """
+
+    min_generation_agreement: float | None = None
+    min_generation_prefix: float | None = None
     min_top1_agreement: float | None = None
     max_kl: float | None = None
     max_perplexity_ratio: float | None = None
+    min_cosine: float | None = None
+    max_decode_ratio: float | None = None
 
-    def failures(
-        self,
-        *,
-        top1_agreement: float | None = None,
-        kl: float | None = None,
-        perplexity_ratio: float | None = None,
-    ) -> list[str]:
+    def failures(self, measured: Mapping[str, float | None]) -> list[str]:
         """Why the gate is closed (empty when it passes). A threshold without its measurement fails."""
-        checks = (
-            ("top-1 agreement", top1_agreement, self.min_top1_agreement, 1),
-            ("KL divergence", kl, self.max_kl, -1),
-            ("perplexity ratio", perplexity_ratio, self.max_perplexity_ratio, -1),
-        )
         reasons = []
-        for label, value, limit, sign in checks:
+        for check in GATE_CHECKS:
+            limit = getattr(self, check.field)
             if limit is None:
                 continue
-            if value is None:
-                reasons.append(f"{label} was not measured (gate {limit})")
-            elif sign * (value - limit) < 0:
-                bound = ">=" if sign > 0 else "<="
-                reasons.append(f"{label} {value:.4g} is not {bound} {limit:.4g}")
+            value = measured.get(check.metric)
+            if not isinstance(value, int | float) or value != value:  # missing, or NaN
+                reasons.append(f"{check.label} was not measured (gate {limit})")
+            elif (value < limit) if check.at_least else (value > limit):
+                bound = ">=" if check.at_least else "<="
+                reasons.append(f"{check.label} {value:.4g} is not {bound} {limit:.4g}")
         return reasons
 
-    def failures_from(self, quality: Mapping[str, Any]) -> list[str]:
-        """The same, from a quality report's dict (``QualityReport.to_dict()``: top1_agreement, kl_mean,
-        perplexity_base, perplexity_smashed)."""
+    def failures_from(
+        self, quality: Mapping[str, Any] | None, *, decode_ratio: float | None = None
+    ) -> list[str]:
+        """The same, from a quality report's dict (``QualityReport.to_dict()``) and the decode ratio."""
+        quality = dict(quality or {})
         base, smashed = quality.get("perplexity_base"), quality.get("perplexity_smashed")
-        ratio = (
-            smashed / base
-            if isinstance(base, int | float) and isinstance(smashed, int | float) and base
-            else None
-        )
-        return self.failures(
-            top1_agreement=quality.get("top1_agreement"), kl=quality.get("kl_mean"), perplexity_ratio=ratio
-        )
+        if isinstance(base, int | float) and isinstance(smashed, int | float) and base:
+            quality["perplexity_ratio"] = smashed / base
+        return self.failures({**quality, "decode_ratio": decode_ratio})
 
     def to_dict(self) -> dict[str, float]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -306,14 +329,17 @@ def _parse_match(table: TableReader) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def _parse_gate(table: TableReader) -> QualityGate:
-    table.check_keys(("min_top1_agreement", "max_kl", "max_perplexity_ratio"))
+    table.check_keys(GATE_FIELDS)
     gate = QualityGate(
-        min_top1_agreement=table.number("min_top1_agreement", minimum=0.0, maximum=1.0, default=None),
-        max_kl=table.number("max_kl", minimum=0.0, default=None),
-        max_perplexity_ratio=table.number("max_perplexity_ratio", minimum=1.0, default=None),
+        **{
+            check.field: table.number(check.field, minimum=check.minimum, maximum=check.maximum, default=None)
+            for check in GATE_CHECKS
+        }
     )
     if not gate.to_dict():
-        raise table.error("", "sets no threshold", "Set at least min_top1_agreement or max_kl.")
+        raise table.error(
+            "", "sets no threshold", "Set at least min_generation_agreement, min_top1_agreement or max_kl."
+        )
     return gate
 
 

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
 REPORT_FILE = "benchmark.json"
 PLOT_FILE = "benchmark.png"
-_QUALITY_KEYS = ("top1_agreement", "kl_mean", "kl_max", "perplexity_base", "perplexity_smashed")
 # Units of the flattened metric keys, as recorded in the catalogue's metric rows.
 _UNITS = {"ttft_s": "s", "decode_latency_s": "s", "peak_memory_bytes": "B", "memory_per_token_bytes": "B"}
 
@@ -23,7 +22,9 @@ _UNITS = {"ttft_s": "s", "decode_latency_s": "s", "peak_memory_bytes": "B", "mem
 def quality_numbers(quality: Any) -> dict[str, float]:
     if quality is None:
         return {}
-    return {k: float(v) for k in _QUALITY_KEYS if isinstance(v := getattr(quality, k, None), int | float)}
+    from smash.evaluation.metrics import QUALITY_LABELS
+
+    return {k: float(v) for k in QUALITY_LABELS if isinstance(v := getattr(quality, k, None), int | float)}
 
 
 def evaluation_metrics(report: Any) -> dict[str, float]:
@@ -114,40 +115,47 @@ def card_input(ctx: SyncContext, plan: Plan, smashed: Any, report: Any) -> CardI
     )
 
 
+VERIFY_PROMPTS = 4
+VERIFY_NEW_TOKENS = 16
+
+
 def verify_artifact(
     ctx: SyncContext, repo_id: str, commit_sha: str, *, reference: tuple[Any, Any] | None
 ) -> tuple[bool, str]:
-    """Load the published commit back through the Hub and run one forward pass.
+    """Load the published commit back through the Hub and generate with it, as a user would.
 
-    With ``reference`` (the in-memory smashed model), the loaded model's next-token predictions must agree
-    with it; without (a crash-resumed job adopting an earlier commit), finite logits are required.
+    With ``reference`` (the in-memory smashed model that passed the gate), the loaded model's greedy
+    generations must equal its generations token for token: then the published model generates what was
+    measured against the base. Without (a crash-resumed job adopting an earlier commit), it must generate
+    from every prompt.
     """
-    import torch
-
     from smash import PrunaModel
     from smash.errors import SmashError
+    from smash.evaluation.generation import greedy_tokens, score
+    from smash.evaluation.prompts import quality_prompt_ids
 
     try:
         loaded = PrunaModel.from_pretrained(
             repo_id, revision=commit_sha, token=ctx.settings.token, device=ctx.device
         )
+        vocab = int(getattr(loaded.model.config, "vocab_size", 2))
+        tokenizer = reference[1] if reference is not None else loaded.tokenizer
+        prompts = quality_prompt_ids(tokenizer, vocab, count=VERIFY_PROMPTS, chat=False, seed=0)
+        generated = [greedy_tokens(loaded, p, VERIFY_NEW_TOKENS) for p in prompts]
     except (SmashError, HubError, OSError) as e:
-        return False, f"loading {repo_id}@{commit_sha[:12]} failed: {type(e).__name__}: {e}"
-    vocab = int(getattr(loaded.model.config, "vocab_size", 2))
-    ids = torch.arange(16, device=ctx.device).remainder(vocab).unsqueeze(0)
-    with torch.no_grad():
-        logits = loaded(ids).logits.float()
-        if not torch.isfinite(logits).all():
-            return False, "the loaded model produced non-finite logits"
-        if reference is None:
-            return True, "loaded from the Hub; one forward pass gave finite logits"
-        expected = reference[0](ids).logits.float()
-    agreement = float((logits.argmax(-1) == expected.argmax(-1)).float().mean())
-    if agreement < 0.99:
+        return False, f"loading {repo_id}@{commit_sha[:12]} and generating failed: {type(e).__name__}: {e}"
+    if not all(generated):
+        return False, "the loaded model generated nothing for some prompts"
+    if reference is None:
+        return True, json.dumps({"generated_prompts": len(generated), "new_tokens": VERIFY_NEW_TOKENS})
+    expected = [greedy_tokens(reference[0], p, VERIFY_NEW_TOKENS) for p in prompts]
+    agreement = sum(score(e, g)[0] for e, g in zip(expected, generated, strict=True)) / len(prompts)
+    if generated != expected:
         return (
             False,
-            f"the loaded model's next-token predictions agree with the smashed one on {agreement:.0%}",
+            f"the model loaded from the Hub generates differently from the one that passed the gate "
+            f"(token agreement {agreement:.0%} over {len(prompts)} prompts x {VERIFY_NEW_TOKENS} tokens)",
         )
     return True, json.dumps(
-        {"next_token_agreement": agreement, "max_abs_diff": float((logits - expected).abs().max())}
+        {"generation_exact": True, "prompts": len(prompts), "new_tokens": VERIFY_NEW_TOKENS}
     )

@@ -284,15 +284,10 @@ def _relation(recipe: Recipe) -> str:
 
 
 def _gate(recipe: Recipe, report: Any) -> list[str]:
-    quality = report.quality
-    ratio = None
-    if quality is not None and quality.perplexity_base and quality.perplexity_smashed:
-        ratio = quality.perplexity_smashed / quality.perplexity_base
-    return recipe.quality_gate.failures(
-        top1_agreement=getattr(quality, "top1_agreement", None),
-        kl=getattr(quality, "kl_mean", None),
-        perplexity_ratio=ratio,
-    )
+    base, smashed = report.base.decode_latency_s, report.smashed.decode_latency_s
+    ratio = smashed.median / base.median if base is not None and smashed is not None and base.median else None
+    quality = report.quality.to_dict() if report.quality is not None else None
+    return recipe.quality_gate.failures_from(quality, decode_ratio=ratio)
 
 
 def _record_runs(ctx: SyncContext, plan: Plan, lease: Lease, report: Any) -> None:

@@ -1,12 +1,14 @@
 """Quality of a smashed model against its base, on the shipped prompt set.
 
-Causal LMs are compared where it matters for generation: at the positions that predict the base model's
-own greedy continuation of each prompt (teacher-forced, so both models see the same context). KL is
+Causal LMs are compared by what they generate (``smash.evaluation.generation``: greedy ``generate`` of
+both, through the paths users call, compiled graphs included) and where it matters for generation: at
+the positions that predict the base model's own greedy continuation of each prompt (teacher-forced, so
+both models see the same context). KL is
 KL(base || smashed) of the full next-token distributions, in float64. Perplexity on an evaluation text
 uses non-overlapping windows. Models without a language-model head are compared by the cosine similarity
 of their mean-pooled last hidden states.
 
-``Settings.quality_eager`` (default) runs these forwards with compiled graphs bypassed
+``Settings.quality_eager`` (default) runs the teacher-forced forwards with compiled graphs bypassed
 (``torch.compiler.set_stance("force_eager")``): every prompt has a different length, and a compiled
 model would otherwise recompile for the quality pass alone. Compilation does not change the weights;
 the efficiency runs measure the compiled path.
@@ -24,6 +26,7 @@ import torch
 
 from smash.errors import EvaluationInputError
 from smash.evaluation.efficiency import has_lm_head, model_device
+from smash.evaluation.generation import GenerationComparison, compare_generations
 from smash.evaluation.prompts import load_prompts, quality_prompt_ids
 from smash.evaluation.report import QualityReport
 from smash.evaluation.settings import Settings
@@ -93,19 +96,23 @@ def compare_distributions(
     return kl, agree
 
 
-def _causal(base: Any, smashed: Any, settings: Settings, tokenizer: Any) -> QualityReport:
-    device = model_device(base)
-    config: Any = unwrap(base).config
-    vocab = int(config.vocab_size)
-    prompts = quality_prompt_ids(
+def _causal_prompts(base: Any, settings: Settings, tokenizer: Any) -> list[list[int]]:
+    vocab = int(unwrap(base).config.vocab_size)
+    return quality_prompt_ids(
         tokenizer, vocab, count=settings.quality_prompts, chat=settings.use_chat_template, seed=settings.seed
     )
+
+
+def _causal(
+    base: Any, smashed: Any, settings: Settings, tokenizer: Any, generations: GenerationComparison
+) -> QualityReport:
+    """Teacher-forced KL and top-1 at the positions of the base's own greedy generation of each prompt."""
+    device = model_device(base)
+    prompts = _causal_prompts(base, settings, tokenizer)
     kls: list[torch.Tensor] = []
     agreements: list[torch.Tensor] = []
-    for ids in prompts:
-        prompt = torch.tensor([ids], device=device)
-        continuation = greedy_continuation(base, prompt, settings.quality_new_tokens)
-        full = torch.tensor([ids + continuation], device=device)
+    for ids, continuation in zip(prompts, generations.base_tokens, strict=True):
+        full = torch.tensor([ids + list(continuation)], device=device)
         start, count = len(ids) - 1, len(continuation)
         kl, agree = compare_distributions(
             _log_probs(base, full, start, count),
@@ -125,6 +132,10 @@ def _causal(base: Any, smashed: Any, settings: Settings, tokenizer: Any) -> Qual
         perplexity_base=ppl[0],
         perplexity_smashed=ppl[1],
         perplexity_tokens=ppl[2],
+        generation_agreement=generations.token_agreement,
+        generation_prefix=generations.prefix_fraction,
+        generation_exact=generations.exact_fraction,
+        generation_new_tokens=generations.new_tokens,
     )
 
 
@@ -208,7 +219,11 @@ def _encoder(base: Any, smashed: Any, settings: Settings, tokenizer: Any) -> Qua
 
 
 def evaluate_quality(base: Any, smashed: Any, settings: Settings, *, tokenizer: Any = None) -> QualityReport:
+    if not has_lm_head(base):
+        with eager(settings.quality_eager):
+            return _encoder(base, smashed, settings, tokenizer)
+    prompts = _causal_prompts(base, settings, tokenizer)
+    # generate() as users call it: compiled graphs and the static-cache runtime included, never bypassed
+    generations = compare_generations(base, smashed, prompts, settings.quality_new_tokens)
     with eager(settings.quality_eager):
-        if has_lm_head(base):
-            return _causal(base, smashed, settings, tokenizer)
-        return _encoder(base, smashed, settings, tokenizer)
+        return _causal(base, smashed, settings, tokenizer, generations)

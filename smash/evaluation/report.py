@@ -138,7 +138,10 @@ class QualityReport:
 
     Causal LMs: ``kl_mean`` = mean over positions of KL(base || smashed) of the next-token distributions,
     ``top1_agreement`` = share of positions whose argmax agree, both at the positions that predict the
-    base model's own greedy continuation. Encoders: ``cosine_mean``/``cosine_min`` of mean-pooled outputs.
+    base model's own greedy continuation. ``generation_*``: greedy ``generate`` of both models compared
+    token by token (``smash.evaluation.generation``): mean token agreement, mean matching-prefix
+    fraction, share of prompts generated identically, over ``generation_new_tokens`` new tokens.
+    Encoders: ``cosine_mean``/``cosine_min`` of mean-pooled outputs.
     """
 
     kind: str
@@ -152,6 +155,10 @@ class QualityReport:
     perplexity_tokens: int | None = None
     cosine_mean: float | None = None
     cosine_min: float | None = None
+    generation_agreement: float | None = None
+    generation_prefix: float | None = None
+    generation_exact: float | None = None
+    generation_new_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

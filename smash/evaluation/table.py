@@ -83,6 +83,9 @@ def _quality_rows(quality: Mapping[str, QualityReport | None]) -> list[tuple[str
         row("KL(base || model) mean", lambda q: q.kl_mean),
         row("top-1 agreement with base", lambda q: q.top1_agreement),
     ]
+    if any(q is not None and q.generation_agreement is not None for q in values):
+        rows.append(row("greedy generation: token agreement", lambda q: q.generation_agreement))
+        rows.append(row("greedy generation: matching prefix", lambda q: q.generation_prefix))
     if any(q is not None and q.perplexity_smashed is not None for q in values):
         rows.append(row("perplexity on the evaluation text", lambda q: q.perplexity_smashed, 2))
     if any(q is not None and q.cosine_mean is not None for q in values):
@@ -117,6 +120,8 @@ def reference_quality(quality: QualityReport) -> QualityReport:
         top1_agreement=1.0,
         perplexity_smashed=quality.perplexity_base,
         cosine_mean=1.0 if quality.cosine_mean is not None else None,
+        generation_agreement=1.0 if quality.generation_agreement is not None else None,
+        generation_prefix=1.0 if quality.generation_prefix is not None else None,
     )
 
 

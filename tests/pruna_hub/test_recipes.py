@@ -400,12 +400,21 @@ def test_content_hash_is_the_same_in_another_process(tmp_path: Path) -> None:
 
 def test_quality_gate_and_budget() -> None:
     gate = QualityGate(min_top1_agreement=0.95, max_kl=0.01)
-    assert gate.failures(top1_agreement=0.98, kl=0.0012) == []
-    assert gate.failures(top1_agreement=0.72, kl=0.28) == [
+    assert gate.failures({"top1_agreement": 0.98, "kl_mean": 0.0012}) == []
+    assert gate.failures({"top1_agreement": 0.72, "kl_mean": 0.28}) == [
         "top-1 agreement 0.72 is not >= 0.95",
         "KL divergence 0.28 is not <= 0.01",
     ]
-    assert gate.failures(top1_agreement=0.99) == ["KL divergence was not measured (gate 0.01)"]
+    assert gate.failures({"top1_agreement": 0.99}) == ["KL divergence was not measured (gate 0.01)"]
+    assert gate.failures({"top1_agreement": float("nan"), "kl_mean": 0.0}) == [
+        "top-1 agreement was not measured (gate 0.95)"
+    ]
+    generation = QualityGate(min_generation_agreement=1.0, max_decode_ratio=1.0)
+    assert generation.failures_from({"generation_agreement": 1.0}, decode_ratio=0.5) == []
+    assert generation.failures_from({"generation_agreement": 0.04}, decode_ratio=2.0) == [
+        "greedy generation token agreement 0.04 is not >= 1",
+        "decode latency ratio to the base 2 is not <= 1",
+    ]
     budget = SizeBudget(max_parameters=1000)
     assert budget.exceeded(parameters=1000) is None
     assert budget.exceeded(parameters=1001) == "1,001 parameters exceed the budget of 1,000"
