@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from registry_db.errors import DatabaseURLError
+from registry_db.errors import CatalogueMissingError, DatabaseURLError
 
 ENV_DATABASE_URL = "PRUNA_HUB_DATABASE_URL"
 ENV_HOME = "PRUNA_HUB_HOME"
@@ -76,9 +76,28 @@ def redact(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def create_catalogue_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
-    """An Engine for the catalogue, configured per backend. Nothing connects until first use."""
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL, or None (PostgreSQL, in-memory, or a ``file:`` URI)."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return None if database.startswith("file:") else Path(database).expanduser()
+
+
+def create_catalogue_engine(
+    url: str | URL | None = None, *, read_only: bool = False, **kwargs: Any
+) -> Engine:
+    """An Engine for the catalogue, configured per backend. Nothing connects until first use.
+
+    ``read_only``: the SQLite file must exist already (``CatalogueMissingError``), and neither it nor its
+    folder is created; SQLite would otherwise create an empty file on first connect.
+    """
     parsed = resolve_url(url)
+    path = sqlite_file(parsed)
+    if path is not None and read_only and not path.is_file():
+        raise CatalogueMissingError(redact(parsed), str(path))
+    if path is not None and not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if parsed.get_backend_name() == "sqlite":
             return _sqlite_engine(parsed, **kwargs)
@@ -88,8 +107,6 @@ def create_catalogue_engine(url: str | URL | None = None, **kwargs: Any) -> Engi
 
 
 def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
-    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, **kwargs.pop("connect_args", {})}
     engine = create_engine(url, connect_args=connect_args, **kwargs)
     event.listen(engine, "connect", _sqlite_on_connect)

@@ -62,6 +62,19 @@ class DatabaseUnreachableError(CatalogueError, ConnectionError):
         )
 
 
+class CatalogueMissingError(CatalogueError, LookupError):
+    """A read-only command was pointed at a catalogue that does not exist (it creates nothing)."""
+
+    def __init__(self, url: str, path: str | None) -> None:
+        self.url = url
+        self.path = path
+        where = f"{path} does not exist" if path else "the database holds no catalogue yet"
+        super().__init__(
+            f"no catalogue at {url}: {where}, and reading creates nothing. Check the path (--database-url or "
+            "PRUNA_HUB_DATABASE_URL), or create the catalogue with `pruna-hub db upgrade`."
+        )
+
+
 # --- schema -----------------------------------------------------------------------------------------------
 
 
@@ -151,6 +164,24 @@ class JobStateError(CatalogueError, RuntimeError):
         super().__init__(
             f"job {job_id} is {state!r} and cannot be {action}. Claim it first (claim_next_job) or leave "
             "finished jobs alone."
+        )
+
+
+class JobActionError(CatalogueError, RuntimeError):
+    """An operator's retry, requeue or cancel does not apply to the state a job is in."""
+
+    def __init__(
+        self, job_id: int, state: str, action: str, allowed: Iterable[str], *, changed_meanwhile: bool = False
+    ) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.action = action
+        self.allowed = sorted(allowed)
+        why = "was changed by someone else meanwhile; it is now" if changed_meanwhile else "is"
+        super().__init__(
+            f"job {job_id} {why} {state!r}, so `{action}` does not apply to it (only to "
+            f"{', '.join(self.allowed)} jobs); nothing was changed. See it with "
+            f"`pruna-hub jobs show {job_id}`."
         )
 
 

@@ -192,6 +192,39 @@ class Job(Base):
     recipe: Mapped[Recipe] = relationship()
 
 
+class JobAction(enum.StrEnum):
+    """What an operator did to a job by hand (``pruna-hub jobs ...``), recorded in ``job_events``."""
+
+    RETRY = "retry"
+    REQUEUE = "requeue"
+    CANCEL = "cancel"
+
+
+class JobEvent(Base):
+    """One change an operator made to a job: who, when, why, and the state before and after.
+
+    The automatic transitions (claim, progress, failure) are the job's own columns; this is the audit log
+    of the manual ones, which the job row alone would overwrite.
+    """
+
+    __tablename__ = "job_events"
+    __table_args__ = (
+        CheckConstraint(f"action IN ({_sql_in([a.value for a in JobAction])})", name="action"),
+        Index("ix_job_events_job_id_created_at", "job_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    namespace: Mapped[str] = mapped_column(server_default=DEFAULT_NAMESPACE)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    action: Mapped[str]
+    from_state: Mapped[str]
+    to_state: Mapped[str]
+    actor: Mapped[str]
+    reason: Mapped[str]
+    max_attempts: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Artifact(Base):
     """A smashed model published as one commit of a Hub repo."""
 

@@ -18,8 +18,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry_db.engine import create_catalogue_engine, redact, resolve_url, write_engine
-from registry_db.errors import DatabaseUnreachableError
-from registry_db.migrate import SchemaStatus, ensure_schema
+from registry_db.errors import CatalogueMissingError, DatabaseUnreachableError
+from registry_db.migrate import SchemaState, SchemaStatus, ensure_schema
 from registry_db.models import DEFAULT_NAMESPACE
 
 
@@ -40,17 +40,22 @@ class Catalogue:
         *,
         namespace: str = DEFAULT_NAMESPACE,
         create: bool = True,
+        read_only: bool = False,
         **engine_kwargs: Any,
     ) -> Catalogue:
         """Connect and check the schema (an empty database is created at head when ``create``).
 
+        ``read_only`` is for commands that only look: the catalogue must exist at head already, and
+        nothing is created (no SQLite file, no folder, no tables): ``CatalogueMissingError`` otherwise.
         Raises DatabaseURLError, DatabaseUnreachableError or a SchemaError; never returns a catalogue
         that the code cannot use.
         """
-        engine = create_catalogue_engine(resolve_url(url), **engine_kwargs)
+        engine = create_catalogue_engine(resolve_url(url), read_only=read_only, **engine_kwargs)
         try:
             catalogue = cls(engine, namespace=namespace)
-            catalogue.status = ensure_schema(engine, create=create)
+            catalogue.status = ensure_schema(engine, create=create and not read_only)
+            if read_only and catalogue.status.state is SchemaState.EMPTY:
+                raise CatalogueMissingError(catalogue.url, None)
         except BaseException:
             engine.dispose()
             raise

@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
     "hub": "pruna_hub.cli.hub:hub",
     "db": "pruna_hub.cli.db:db",
     "catalogue": "pruna_hub.cli.catalogue:catalogue",
+    "jobs": "pruna_hub.cli.jobs:jobs",
     "sync": "pruna_hub.cli.sync:sync",
     "seed": "pruna_hub.cli.seed:seed",
     "worker": "pruna_hub.cli.sync:worker",

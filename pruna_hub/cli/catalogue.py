@@ -27,7 +27,7 @@ def catalogue() -> None:
 def _open(database_url: str | None, namespace: str) -> Any:
     from registry_db.session import Catalogue
 
-    return Catalogue.open(database_url, namespace=namespace)
+    return Catalogue.open(database_url, namespace=namespace, read_only=True)
 
 
 @catalogue.command("list")

@@ -63,7 +63,7 @@ def current_command(database_url: str | None, fmt: str) -> None:
     from registry_db.engine import create_catalogue_engine
     from registry_db.migrate import SchemaState, schema_status
 
-    engine = create_catalogue_engine(database_url)
+    engine = create_catalogue_engine(database_url, read_only=True)
     try:
         status = schema_status(engine)
     finally:

@@ -226,3 +226,13 @@ def describe(chosen: Recipe, timings: Sequence[RecipeTiming]) -> str:
         for t in timings
     ]
     return f"{chosen.name} by decode latency on this host: {', '.join(parts)}"
+
+
+def untimed(recipes: Sequence[Recipe]) -> tuple[Recipe, str]:
+    """What a dry run says of a tie instead of timing it (nothing smashed, compiled or stored): the first
+    recipe by name, which ``choose`` also falls back to, and "would time A against B"."""
+    by_name = sorted(recipes, key=lambda r: r.name)
+    names = [r.name for r in by_name]
+    return by_name[
+        0
+    ], f"would time {', '.join(names[:-1])} against {names[-1]} by decode latency on this host"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +23,11 @@ from sqlalchemy import select
 
 from pruna_hub.errors import HubError, HubGatedError, HubNotFoundError
 from pruna_hub.recipes import Recipe
+from pruna_hub.recipes.ranking import untimed
 from pruna_hub.screening import Skip, SkipReason, architectures, parameter_count, screen
 from pruna_hub.sync.context import SyncContext
-from registry_db.jobs import create_or_get_job
-from registry_db.models import Artifact, BaseModel, Job
+from registry_db.jobs import create_or_get_job, skip_job
+from registry_db.models import Artifact, BaseModel, Job, JobState
 from registry_db.models import Recipe as RecipeRow
 from registry_db.records import upsert_base_model, upsert_recipe
 
@@ -81,10 +82,12 @@ def discover(ctx: SyncContext, *, dry_run: bool = False) -> list[Decision]:
 
 
 def _seen(ctx: SyncContext, repo_id: str, revision: str | None) -> Decision | None:
-    """The decision already recorded for this revision (any recipe), or None for a new revision."""
+    """The decision already recorded for this revision, or None when it must be decided (again): a new
+    revision, or one whose job was made with a recipe that has changed since (its content hash differs
+    from the loaded recipe of that name, and no job has the new hash yet)."""
     with ctx.catalogue.read_session() as session:
-        row = session.execute(
-            select(Job.id, Job.state, RecipeRow.name)
+        rows = session.execute(
+            select(Job.id, Job.state, RecipeRow.name, RecipeRow.content_hash)
             .join(BaseModel, Job.base_model_id == BaseModel.id)
             .join(RecipeRow, Job.recipe_id == RecipeRow.id)
             .where(
@@ -93,13 +96,43 @@ def _seen(ctx: SyncContext, repo_id: str, revision: str | None) -> Decision | No
                 BaseModel.revision == revision,
             )
             .order_by(Job.id.desc())
-            .limit(1)
-        ).first()
-    if row is None:
+        ).all()
+    if not rows or _changed_recipes(ctx, rows):
         return None
+    row = rows[0]
     return Decision(
         repo_id, revision or "", "seen", row.name, detail=f"job {row.id} is {row.state}", job_id=row.id
     )
+
+
+def _changed_recipes(ctx: SyncContext, rows: Sequence[Any]) -> set[str]:
+    """Names of loaded recipes that made a job of this revision and changed since, with no job yet for
+    their current content."""
+    hashes = {(row.name, row.content_hash) for row in rows}
+    return {
+        name
+        for name, _ in hashes
+        if name in ctx.book and (name, ctx.book.get(name).content_hash) not in hashes
+    }
+
+
+def _supersede(session: Session, base: BaseModel, recipe: Recipe, job_id: int) -> list[int]:
+    """Skip the unstarted jobs of this base revision made with an older version of ``recipe``: the new
+    job replaces them (claimed, they would only fail with JobPlanError)."""
+    stale = session.scalars(
+        select(Job.id)
+        .join(RecipeRow, Job.recipe_id == RecipeRow.id)
+        .where(
+            Job.base_model_id == base.id,
+            Job.id != job_id,
+            RecipeRow.name == recipe.name,
+            RecipeRow.content_hash != recipe.content_hash,
+            Job.state.in_([JobState.QUEUED.value, JobState.DISCOVERED.value]),
+        )
+    ).all()
+    for stale_id in stale:
+        skip_job(session, stale_id, f"superseded by job {job_id}: recipe {recipe.name} changed")
+    return list(stale)
 
 
 def _updated_published(ctx: SyncContext, *, exclude: set[str]) -> Iterable[Any]:
@@ -155,7 +188,8 @@ def decide(ctx: SyncContext, info: Any, *, dry_run: bool = False) -> Decision:
         if not fitting:
             skip = Skip(SkipReason.TOO_LARGE, str(recipe.budget.exceeded(parameters=parameters)))
         elif len(fitting) > 1:
-            recipe, why = ctx.rank_recipes(fitting, _full_config(ctx, info))
+            # A dry run names the tie instead of timing it: it smashes, compiles and stores nothing.
+            recipe, why = untimed(fitting) if dry_run else ctx.rank_recipes(fitting, _full_config(ctx, info))
         else:
             recipe = fitting[0]
     if dry_run:
@@ -232,6 +266,9 @@ def _record(ctx: SyncContext, info: Any, recipe: Recipe, skip: Skip | None, why:
             max_attempts=ctx.settings.max_attempts,
         )
         job_id, state = job.id, job.state
+        superseded = _supersede(session, base, recipe, job_id) if created and not skip else []
+    if superseded:
+        why = (why + "; " if why else "") + f"supersedes job {', '.join(map(str, superseded))}"
     if not created:
         return Decision(
             info.id, info.sha, "seen", recipe.name, detail=f"job {job_id} is {state}", job_id=job_id

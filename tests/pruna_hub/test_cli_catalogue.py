@@ -134,7 +134,11 @@ def test_export_json_and_csv(seeded: list[str], tmp_path: Path) -> None:
 
 
 def test_db_current_and_upgrade(empty_db_url: str) -> None:
-    assert "empty" in invoke("db", "current", "--database-url", empty_db_url)
+    if empty_db_url.startswith("sqlite"):  # `db current` only reads: it never creates the file
+        code, _, stderr = run_main("db", "current", "--database-url", empty_db_url)
+        assert code == 1 and "does not exist" in stderr and "`pruna-hub db upgrade`" in stderr
+    else:
+        assert "empty" in invoke("db", "current", "--database-url", empty_db_url)
     assert f"upgraded from empty to {head_revision()}" in invoke(
         "db", "upgrade", "--database-url", empty_db_url
     )
@@ -158,9 +162,42 @@ def test_database_url_from_the_environment(seeded: list[str]) -> None:
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_default_catalogue_lives_in_the_data_directory(tmp_path: Path, backend: str) -> None:
     env = {"PRUNA_HUB_DATABASE_URL": None, "PRUNA_HUB_HOME": str(tmp_path / "home")}
+    code, _, stderr = run_main("catalogue", "list", env=env)
+    # Reading creates nothing: the error names the path and the command that creates it.
+    assert code == 1 and str(tmp_path / "home" / "catalogue.db") in stderr and "db upgrade" in stderr
+    assert not (tmp_path / "home").exists()
+    assert run_main("db", "upgrade", env=env)[0] == 0
     code, stdout, stderr = run_main("catalogue", "list", env=env)
     assert (code, stdout.strip()) == (0, "no entries match"), stderr
     assert (tmp_path / "home" / "catalogue.db").is_file()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize(
+    "command",
+    [("catalogue", "list"), ("catalogue", "show", "a/b"), ("catalogue", "best", "--metric", "ttft_ms")],
+)
+def test_queries_never_create_a_database_or_its_folder(
+    tmp_path: Path, backend: str, command: tuple[str, ...]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'nonexistent' / 'dir' / 'x.db'}"
+    code, stdout, stderr = run_main(*command, "--database-url", url)
+    assert code == 1 and stdout == "" and "does not exist" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_an_empty_database_is_not_created_by_a_query(empty_db_url: str) -> None:
+    if empty_db_url.startswith("sqlite"):
+        Catalogue.open(empty_db_url, create=False).dispose()  # an empty file, as `sqlite3 x.db` leaves
+    code, _, stderr = run_main("catalogue", "list", "--database-url", empty_db_url)
+    assert code == 1 and "holds no catalogue yet" in stderr
+    engine = create_catalogue_engine(empty_db_url)
+    try:
+        from registry_db.migrate import SchemaState, schema_status
+
+        assert schema_status(engine).state is SchemaState.EMPTY
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize(
