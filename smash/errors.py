@@ -191,6 +191,20 @@ class GenerationInputError(SmashError, ValueError):
     """A generate() request the static-cache runtime cannot serve (too long, too many rows, bad option)."""
 
 
+class UnsupportedLayerTypesError(NotApplicableError):
+    """The model has attention layer types the static-cache runtime has no exact cache layer for."""
+
+    def __init__(self, algorithm: str, layer_types: Iterable[str], supported: Iterable[str]) -> None:
+        self.layer_types = tuple(sorted(layer_types))
+        self.supported = tuple(supported)
+        super().__init__(
+            algorithm,
+            f"the model has {', '.join(self.layer_types)} layers, and the static-cache runtime only serves "
+            f"{', '.join(self.supported)} layers exactly; smash without static_cache (and generate with "
+            "transformers' own generate)",
+        )
+
+
 # --- Hub -------------------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,13 @@ longer generation recompiles both graphs (an 86 s spike). Here:
 - decoding feeds one token per row per step, so it is one decode graph;
 - every input goes through persistent buffers (``copy_``), so strides and shapes never change and dynamo
   never sees a reason to recompile. The write pointer (``cumulative_length``) and positions are tensors,
-  so their values are not guarded on.
+  so their values are not guarded on;
+- sliding-window layers (Mistral, Phi-3, Gemma 2/3, Qwen3's sliding layers) get a full-length cache layer
+  like every other layer, and the window comes from the model's own mask (``config.sliding_window`` over
+  absolute cache positions). transformers' ``StaticSlidingWindowLayer`` keeps a Python-int length of its
+  own, which a rewind over padding does not reach (wrong tokens) and which dynamo guards on (a recompile
+  every step); a full-length layer costs ``max_cache_len`` positions instead of the window's, and is
+  exact by construction: the keys outside the window are in the cache but masked.
 
 The runtime works eagerly too (``static_cache`` without ``torch_compile``). With ``torch_compile`` the
 model's ``__call__`` is compiled in place and ``warm_up`` compiles both graphs before the first request.
@@ -29,14 +35,17 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from smash.errors import GenerationInputError
+from smash.errors import GenerationInputError, UnsupportedLayerTypesError
 from smash.parallel import torch_threads
 from smash.precompiled import Graphs
+
+if TYPE_CHECKING:
+    from transformers import StaticCache
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,10 @@ AUTO_THREADS = 0
 
 # generate() keywords the runtime accepts; anything else is refused by name rather than ignored.
 _ACCEPTED = frozenset({"attention_mask", "pad_token_id", "use_cache", "return_dict_in_generate", "streamer"})
+
+# Attention layer types (transformers' ``config.layer_types`` names) the runtime caches exactly. Others
+# (chunked, linear or hybrid attention, shared-KV layers) are refused when the runtime is built.
+SUPPORTED_LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,34 @@ def thread_candidates(process_threads: int) -> list[int]:
     return sorted(counts)
 
 
+def cache_layer_types(config: Any) -> list[str]:
+    """The cache layer type of each decoder layer, as transformers' ``StaticCache`` reads it from ``config``
+    (``layer_types``, or ``sliding_window`` where a config has no ``layer_types``, as Mistral's)."""
+    from transformers.cache_utils import get_layer_types_and_kwargs
+
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    return list(get_layer_types_and_kwargs(text)[0])
+
+
+def unsupported_layer_types(config: Any) -> list[str]:
+    """The layer types of ``config`` the runtime cannot cache exactly, sorted; empty when it can."""
+    return sorted(set(cache_layer_types(config)) - set(SUPPORTED_LAYER_TYPES))
+
+
+def static_cache(config: Any, max_cache_len: int) -> StaticCache:
+    """A transformers ``StaticCache`` whose every layer is a full-length ``StaticLayer`` (module docstring:
+    sliding layers included), or ``UnsupportedLayerTypesError``."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+
+    unsupported = unsupported_layer_types(config)
+    if unsupported:
+        raise UnsupportedLayerTypesError("static_cache", unsupported, SUPPORTED_LAYER_TYPES)
+    cache = StaticCache(config=config, max_cache_len=max_cache_len)
+    cache.layers = [StaticLayer(max_cache_len=max_cache_len) for _ in cache.layers]
+    return cache
+
+
 def _kv_layout(config: Any) -> tuple[int, int]:
     text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     heads = int(text.num_attention_heads)
@@ -122,13 +163,11 @@ class StaticGenerationRuntime:
     """Greedy or sampled generation over a fixed-shape static cache. See the module docstring."""
 
     def __init__(self, model: nn.Module, spec: RuntimeSpec) -> None:
-        from transformers import StaticCache
-
         self.model = model
         self.spec = spec
         self.device = _device(model)
         config: Any = model.config
-        self.cache = StaticCache(config=config, max_cache_len=spec.max_cache_len)
+        self.cache = static_cache(config, spec.max_cache_len)
         # The precompiled prefill/decode steps (smash.precompiled); None: call the model.
         self.graphs: Graphs | None = None
         kv_heads, head_dim = _kv_layout(config)

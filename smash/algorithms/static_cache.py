@@ -16,14 +16,16 @@ import torch
 from torch import nn
 
 from smash.algorithms.base import Algorithm, Group, Hyperparameter, SaveMode, SmashContext
-from smash.errors import HyperparameterError
+from smash.errors import HyperparameterError, UnsupportedLayerTypesError
 from smash.registry import registry
 from smash.runtime import (
     AUTO_THREADS,
+    SUPPORTED_LAYER_TYPES,
     RuntimeSpec,
     StaticGenerationRuntime,
     attach_runtime,
     thread_candidates,
+    unsupported_layer_types,
 )
 
 # Decode thread choice (fractions of the fastest eager step): the fewest threads within
@@ -99,9 +101,9 @@ class StaticCacheAlgorithm(Algorithm):
         text = config.get_text_config(decoder=True)
         if not hasattr(text, "num_attention_heads") or not hasattr(text, "hidden_size"):
             return f"{type(config).__name__} does not describe attention heads"
-        layer_types = set(getattr(text, "layer_types", None) or ["full_attention"])
-        if layer_types != {"full_attention"}:
-            return f"only full-attention layers are supported, the model has {sorted(layer_types)}"
+        unsupported = unsupported_layer_types(config)
+        if unsupported:  # the typed error, not a reason string: callers can read the layer types
+            raise UnsupportedLayerTypesError(self.name, unsupported, SUPPORTED_LAYER_TYPES)
         return None
 
     def apply(self, model: nn.Module, params: Mapping[str, Any], ctx: SmashContext) -> nn.Module:
