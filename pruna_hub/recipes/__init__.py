@@ -1,4 +1,4 @@
-"""Recipes: declarative TOML files that say how models of one architecture family are smashed and published.
+"""Recipes: declarative TOML files that say how models of some families are smashed, gated and published.
 
 A recipe file ``<name>.toml`` (the file stem is the recipe's name)::
 
@@ -8,9 +8,11 @@ A recipe file ``<name>.toml`` (the file stem is the recipe's name)::
     rank_by = "decode_latency"  # unless each tied recipe sets this: the sync then times them on its host
     device = "cpu"         # or "cuda"
 
-    [match]                # every non-empty list must match (any of the model's architectures)
-    architectures = ["LlamaForCausalLM"]
-    model_types = ["llama"]
+    [match]                # every criterion given must hold (pruna_hub.recipes.profile reads config.json)
+    model_types = ["llama"]        # families: config.json's model_type
+    architectures = []             # optional: class names, any of config.json's architectures
+    attention = ["full"]           # optional: full, sliding, hybrid (sliding and full layers)
+    moe = false                    # optional: true only mixture-of-experts models, false none
 
     [smash.hqq]            # one table per algorithm: its hyperparameters (checked by smash.SmashConfig)
     weight_bits = 8
@@ -20,8 +22,12 @@ A recipe file ``<name>.toml`` (the file stem is the recipe's name)::
     [evaluation]           # optional: keyword arguments of smash.evaluation.Settings (not `device`,
     generation_lengths = [32, 64, 128]   # which is the recipe's own), checked by Settings itself
     quality_prompts = 16
-    [quality_gate]         # at least one of min_top1_agreement, max_kl, max_perplexity_ratio
-    min_top1_agreement = 0.95
+    [quality_gate]         # at least one of recipe.GATE_CHECKS; a threshold without its measurement fails
+    min_generation_prefix = 0.5    # greedy generate() against the base's: matching prefix, share of tokens
+    min_generation_agreement = 1.0 # ... token agreement (1.0: identical, for lossless recipes)
+    min_top1_agreement = 0.95      # teacher-forced next-token agreement; also max_kl, max_perplexity_ratio
+    min_cosine = 0.99              # encoders: pooled-output cosine (minimum over the prompts)
+    max_decode_ratio = 1.0         # speed: smashed decode median over the base's (slower: not published)
     [budget]               # at least one of max_parameters, max_bytes (of the base model)
     max_parameters = 3_000_000_000
     [publish]              # {target_org}/ first, {name} required; also {author}, {recipe}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pruna_hub.errors import NoRecipeError, RecipeConflictError, RecipeError
+from pruna_hub.recipes.profile import profile_of
 from pruna_hub.recipes.recipe import Recipe, parse_recipe_file
 
 
@@ -82,8 +83,8 @@ class RecipeBook:
 
     def matching(self, model_config: Any, device: str) -> list[Recipe]:
         """Every recipe that matches, the one ``select`` picks first."""
-        architectures, model_type = model_signature(model_config)
-        found = [r for r in self._recipes.values() if r.matches(architectures, model_type, device)]
+        profile = profile_of(model_config)
+        found = [r for r in self._recipes.values() if r.matches(profile, device)]
         return sorted(found, key=lambda r: (-r.priority, r.name))
 
     def top_tier(self, model_config: Any, device: str) -> list[Recipe]:
@@ -96,10 +97,9 @@ class RecipeBook:
         ``rank_by`` tie broken by name (``recipes.ranking`` breaks it by measurement instead)."""
         found = self.matching(model_config, device)
         if not found:
-            architectures, model_type = model_signature(model_config)
             raise NoRecipeError(
-                f"no recipe for {device} matches architectures {list(architectures)} / model_type "
-                f"{model_type!r}; add a recipe directory with --recipe-dir, or see `pruna-hub recipes list`."
+                f"no recipe for {device} matches {profile_of(model_config).describe()}; add a recipe "
+                "directory with --recipe-dir, or see `pruna-hub recipes list`."
             )
         return found[0]
 

@@ -23,6 +23,7 @@ from huggingface_hub.utils import validate_repo_id
 from pruna_hub.errors import RecipeError
 from pruna_hub.recipes._reader import TableReader
 from pruna_hub.recipes.evaluation import check_evaluation_table
+from pruna_hub.recipes.profile import ATTENTION_KINDS, ModelProfile
 from pruna_hub.recipes.smashing import check_smash_table
 
 RECIPE_FORMAT = 1
@@ -163,6 +164,8 @@ class Recipe:
     builtin: bool = False
     overrides: Path | None = field(default=None)
     rank_by: str | None = None  # set: a tie at its priority is decided by measurement (recipes.ranking)
+    attention: tuple[str, ...] = ()  # attention kinds it serves (profile.ATTENTION_KINDS); empty: any
+    moe: bool | None = None  # True: only mixture-of-experts models; False: none; None: either
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Recipe) and other.content_hash == self.content_hash
@@ -184,7 +187,7 @@ class Recipe:
             "name": self.name,
             "version": self.version,
             "device": self.device,
-            "match": {"architectures": sorted(self.architectures), "model_types": sorted(self.model_types)},
+            "match": self._canonical_match(),
             "smash": {name: dict(params) for name, params in self.smash.items()},
             "order": list(self.order),
             "evaluation": {k: list(v) if isinstance(v, tuple) else v for k, v in self.evaluation.items()},
@@ -192,6 +195,17 @@ class Recipe:
             "budget": self.budget.to_dict(),
             "publish": {"repo_template": self.repo_template},
         }
+
+    def _canonical_match(self) -> dict[str, Any]:
+        match: dict[str, Any] = {
+            "architectures": sorted(self.architectures),
+            "model_types": sorted(self.model_types),
+        }
+        if self.attention:  # only when set: recipes written before these keys keep their hashes
+            match["attention"] = sorted(self.attention)
+        if self.moe is not None:
+            match["moe"] = self.moe
+        return match
 
     @property
     def content_hash(self) -> str:
@@ -212,13 +226,18 @@ class Recipe:
         )
         return data
 
-    def matches(self, architectures: tuple[str, ...], model_type: str | None, device: str) -> bool:
-        """Every non-empty criterion must hold: one of the model's architectures, and its model type."""
+    def matches(self, profile: ModelProfile, device: str) -> bool:
+        """Every non-empty criterion must hold: one of the model's architectures, its model type, its
+        attention kind and whether it is a mixture of experts."""
         if device != self.device:
             return False
-        if self.architectures and not set(architectures) & set(self.architectures):
+        if self.architectures and not set(profile.architectures) & set(self.architectures):
             return False
-        return not (self.model_types and model_type not in self.model_types)
+        if self.model_types and profile.model_type not in self.model_types:
+            return False
+        if self.attention and profile.attention not in self.attention:
+            return False
+        return self.moe is None or self.moe == profile.moe
 
     def overlaps(self, other: Recipe) -> bool:
         """Whether some model config on some device could match both recipes."""
@@ -227,10 +246,11 @@ class Recipe:
         for mine, theirs in (
             (self.architectures, other.architectures),
             (self.model_types, other.model_types),
+            (self.attention, other.attention),
         ):
             if mine and theirs and not set(mine) & set(theirs):
                 return False
-        return True
+        return self.moe is None or other.moe is None or self.moe == other.moe
 
     def repo_id(self, base_repo_id: str, *, target_org: str) -> str:
         """The repo the smashed copy of ``base_repo_id`` is published to, validated as a Hub repo id."""
@@ -282,7 +302,8 @@ def parse_recipe(data: Mapping[str, Any], *, name: str, path: Path, builtin: boo
     top = TableReader(str(path), data)
     top.check_keys(TOP_LEVEL, REQUIRED)
     device = top.string("device", choices=DEVICES)
-    architectures, model_types = _parse_match(top.subtable("match"))
+    match = top.subtable("match")
+    architectures, model_types = _parse_match(match)
     smash, order = check_smash_table(top.subtable("smash"), device=device)
     evaluation = check_evaluation_table(top.subtable("evaluation", required=False), device=device)
     _check_cache_fits(top, smash, evaluation)
@@ -295,6 +316,8 @@ def parse_recipe(data: Mapping[str, Any], *, name: str, path: Path, builtin: boo
         device=device,
         architectures=architectures,
         model_types=model_types,
+        attention=match.string_list("attention", pattern="|".join(ATTENTION_KINDS)),
+        moe=match.boolean("moe", default=None),
         smash=smash,
         order=order,
         evaluation=evaluation,
@@ -320,7 +343,7 @@ def _check_cache_fits(top: TableReader, smash: Mapping[str, Any], evaluation: Ma
 
 
 def _parse_match(table: TableReader) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    table.check_keys(("architectures", "model_types"))
+    table.check_keys(("architectures", "model_types", "attention", "moe"))
     architectures = table.string_list("architectures", pattern=ARCHITECTURE_PATTERN)
     model_types = table.string_list("model_types", pattern=MODEL_TYPE_PATTERN)
     if not architectures and not model_types:

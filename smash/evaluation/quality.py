@@ -97,7 +97,8 @@ def compare_distributions(
 
 
 def _causal_prompts(base: Any, settings: Settings, tokenizer: Any) -> list[list[int]]:
-    vocab = int(unwrap(base).config.vocab_size)
+    config: Any = unwrap(base).config
+    vocab = int(config.vocab_size)
     return quality_prompt_ids(
         tokenizer, vocab, count=settings.quality_prompts, chat=settings.use_chat_template, seed=settings.seed
     )

@@ -126,10 +126,10 @@ def test_builtins_cover_the_families_on_both_devices() -> None:
         config = {"architectures": [architecture], "model_type": model_type}
         for device in ("cpu", "cuda"):
             assert book.select(config, device).device == device
-    for architecture in families:  # recipes one model can get (any device) must publish to different repos
-        mine = [r for r in book if architecture in r.architectures]
+    for model_type in families.values():  # recipes one model can get (any device) publish to different repos
+        mine = [r for r in book if model_type in r.model_types]
         repo_ids = {r.repo_id("org/Model", target_org="PrunaAI") for r in mine}
-        assert len(repo_ids) == len(mine) >= 2, f"{architecture}: recipes share a repo name"
+        assert len(repo_ids) == len(mine) >= 2, f"{model_type}: recipes share a repo name"
 
 
 def test_cpu_llama_is_a_measured_tie_of_hqq8_and_int8_with_their_heads_then_a_4bit_one() -> None:
@@ -148,6 +148,68 @@ def test_cpu_llama_is_a_measured_tie_of_hqq8_and_int8_with_their_heads_then_a_4b
     alternatives = [next(iter(r.smash)) for r in book.matching(llama, "cpu")]
     assert alternatives == ["hqq", "int8_weight", "hqq"]
     assert [r.smash.get("hqq", {}).get("weight_bits") for r in book.matching(llama, "cpu")] == [8, None, 4]
+
+
+# config.json of each family as transformers writes it (the classes' defaults, a real class name), and the
+# CPU recipe that must serve it; None: no recipe yet, for the reason the decoder recipe states.
+FAMILY_RECIPES: dict[str, tuple[str, str, str | None]] = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", "llama-cpu-hqq8"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", "qwen2-cpu-hqq8"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", "decoder-cpu-int8"),
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", None),
+    "mistral": ("MistralConfig", "MistralForCausalLM", "mistral-cpu-hqq8"),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", "decoder-cpu-int8"),
+    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", "decoder-cpu-int8"),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", "decoder-cpu-int8"),
+    "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", "decoder-cpu-int8"),
+    "granite": ("GraniteConfig", "GraniteForCausalLM", "decoder-cpu-int8"),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", "decoder-cpu-int8"),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", "gpt2-cpu-compiled"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_RECIPES))
+def test_builtin_cpu_recipes_serve_the_hubs_decoder_families_by_family(family: str) -> None:
+    import transformers
+
+    config_class, architecture, expected = FAMILY_RECIPES[family]
+    config = getattr(transformers, config_class)(architectures=[architecture]).to_dict()
+    book = load_recipes()
+    if expected is None:
+        with pytest.raises(NoRecipeError, match="mixture of experts"):
+            book.select(config, "cpu")
+        return
+    assert book.select(config, "cpu").name == expected
+    renamed = {**config, "architectures": [architecture.replace("ForCausalLM", "ForMyTask")]}
+    assert book.select(renamed, "cpu").name == expected  # matched by family, not class name
+
+
+def test_profiles_read_attention_kinds_and_experts_from_config_json() -> None:
+    from pruna_hub.recipes.profile import profile_of
+
+    assert profile_of({"model_type": "mistral", "sliding_window": 4096}).attention == "sliding"
+    assert profile_of(
+        {"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": False}
+    ).attention == ("full")
+    hybrid = {"model_type": "qwen3", "layer_types": ["sliding_attention", "full_attention"]}
+    assert profile_of(hybrid).attention == "hybrid"
+    assert profile_of({"model_type": "gemma2"}).attention == "hybrid"  # the family's default pattern
+    assert profile_of({"model_type": "qwen3_moe", "num_experts": 8}).moe
+    assert not profile_of({"model_type": "x", "num_experts": "8", "layer_types": "nope"}).moe  # malformed
+
+
+def test_a_recipe_can_match_attention_kinds_and_experts(tmp_path: Path) -> None:
+    write(tmp_path, "full-only", match={"model_types": ["qwen3"], "attention": ["full"], "moe": False})
+    book = load_recipes([tmp_path], include_builtin=False)
+    assert book.select({"model_type": "qwen3"}, "cpu").name == "full-only"
+    sliding = {"model_type": "qwen3", "layer_types": ["sliding_attention", "full_attention"]}
+    with pytest.raises(NoRecipeError, match="hybrid attention"):
+        book.select(sliding, "cpu")
+    with pytest.raises(NoRecipeError, match="mixture of experts"):
+        book.select({"model_type": "qwen3", "num_experts": 4}, "cpu")
+    with pytest.raises(RecipeError, match="attention"):
+        write(tmp_path, "bad", match={"model_types": ["qwen3"], "attention": ["windowed"]})
+        load_recipes([tmp_path], include_builtin=False)
 
 
 def test_builtin_static_caches_hold_the_evaluation_lengths() -> None:
