@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Mapping
 from typing import Any
@@ -11,7 +12,7 @@ from torch import nn
 
 from smash.algorithms.base import SmashContext
 from smash.config import SmashConfig
-from smash.errors import AlgorithmFailedError, NotApplicableError, SmashError
+from smash.errors import AlgorithmFailedError, BrokenSmashedModelError, NotApplicableError, SmashError
 from smash.model import PrunaModel
 from smash.ordering import determine_algorithm_order
 
@@ -67,4 +68,40 @@ def smash(
         except Exception as e:
             raise AlgorithmFailedError(name, e, input_modified=inplace) from e
         metadata[name] = ctx.metadata
+    probe_forward(working, order)
     return PrunaModel(working, config, metadata=metadata, tokenizer=tokenizer)
+
+
+def probe_inputs(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """A tiny input the model's forward takes: token ids (and a decoder start for encoder-decoders), or
+    pixels for vision models; None when the model's inputs cannot be told from its config."""
+    config: Any = getattr(model, "config", None)
+    device = model_device(model)
+    if config is None:
+        return None
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and vocab > 0:
+        inputs = {"input_ids": torch.arange(4, device=device).remainder(vocab)[None]}
+        if getattr(config, "is_encoder_decoder", False):
+            inputs["decoder_input_ids"] = inputs["input_ids"][:, :1]
+        return inputs
+    size, channels = getattr(config, "image_size", None), getattr(config, "num_channels", None)
+    if isinstance(size, int) and isinstance(channels, int):
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        return {"pixel_values": torch.zeros(1, channels, size, size, device=device, dtype=dtype)}
+    return None
+
+
+def probe_forward(model: nn.Module, order: list[str]) -> None:
+    """Run one forward on a tiny input, eagerly (nothing compiles for it), so that ``smash`` never returns a
+    model whose first call crashes (T5's feed-forward reads ``.weight`` of a layer int8 replaced)."""
+    inputs = probe_inputs(model)
+    if inputs is None or not order:
+        return
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(torch.compiler.set_stance("force_eager"))
+        try:
+            model(**inputs)
+        except Exception as e:  # any layer's failure: the model is unusable as smashed
+            raise BrokenSmashedModelError(order, e) from e

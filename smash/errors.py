@@ -143,6 +143,19 @@ class AlgorithmFailedError(SmashError, RuntimeError):
         super().__init__(f"algorithm {algorithm!r} failed: {cause!r}; {state}.")
 
 
+class BrokenSmashedModelError(SmashError, RuntimeError):
+    """The smashed model's forward pass fails: some layer kind is not served by the algorithms applied."""
+
+    def __init__(self, algorithms: Sequence[str], cause: BaseException) -> None:
+        self.algorithms = tuple(algorithms)
+        self.cause = cause
+        super().__init__(
+            f"after {', '.join(self.algorithms)} the model's forward pass fails ({type(cause).__name__}: "
+            f"{cause}); these algorithms do not support some layer of this architecture. Remove them from "
+            "the config (or skip the failing modules); the input model is unchanged unless inplace=True."
+        )
+
+
 # --- saving and loading ----------------------------------------------------------------------------------
 
 
