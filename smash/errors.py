@@ -172,6 +172,42 @@ class UnsafeArtifactError(ArtifactError):
     """The artifact only offers weights in a format that could execute code (pickle)."""
 
 
+class RemoteCodeError(UnsafeArtifactError):
+    """A file of the folder asks transformers to import the repo's own Python (``auto_map``)."""
+
+    def __init__(self, location: str, file: str) -> None:
+        self.file = file
+        super().__init__(
+            location,
+            f"{file} asks for remote code (auto_map)",
+            "Remote code is never run: only models whose classes and tokenizer transformers ships load.",
+        )
+
+
+class ModelTooLargeError(ArtifactError):
+    """config.json describes a model over the load budget; refused before anything is allocated."""
+
+    def __init__(
+        self, location: str, *, unit: str, count: int, limit: int, hint: str, at_least: bool = False
+    ) -> None:
+        self.unit = unit
+        self.count = count  # a lower bound when ``at_least``: counting stopped there
+        self.limit = limit
+        size = f"{'at least ' if at_least else ''}{count:,} {unit}"
+        super().__init__(
+            location, f"config.json describes a model of {size}, over the limit of {limit:,}", hint
+        )
+
+
+class LoadSettingError(SmashError, ValueError):
+    """An environment setting that governs loading has a bad value."""
+
+    def __init__(self, name: str, value: str, allowed: str) -> None:
+        self.name = name
+        self.value = value
+        super().__init__(f"{name}={value!r} is not valid: {allowed}. Fix or unset {name}.")
+
+
 # --- evaluation ------------------------------------------------------------------------------------------
 
 

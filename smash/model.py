@@ -200,18 +200,7 @@ def _versions() -> dict[str, str]:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ArtifactError(
-            str(path.parent),
-            f"{path.name} is missing",
-            "Is this a folder written by PrunaModel.save_pretrained?",
-        ) from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ArtifactError(
-            str(path.parent), f"{path.name} is not valid JSON ({e})", "Re-save the model."
-        ) from e
+    return architectures.read_json(path)
 
 
 def read_artifact(path: Path) -> dict[str, Any]:
@@ -268,23 +257,27 @@ def warn_about_code_files(path: Path) -> list[str]:
 def build_base(path: Path) -> nn.Module:
     """The base architecture named by config.json, without running remote code.
 
-    Its parameters are allocated but not initialised (``no_init_weights``): the strict ``load_state_dict``
-    that follows overwrites every one of them, and SmolLM2's random init alone took 2.8-8.5 s of a load.
-    Non-persistent buffers (rotary frequencies) are still computed by the modules' constructors.
+    config.json is checked as JSON, then its model is counted on the meta device against the size budget
+    (``architectures.check_size_budget``) before anything is allocated. Its parameters are allocated but
+    not initialised (``no_init_weights``): the strict ``load_state_dict`` that follows overwrites every one
+    of them, and SmolLM2's random init alone took 2.8-8.5 s of a load. Non-persistent buffers (rotary
+    frequencies) are still computed by the modules' constructors.
     """
-    from transformers import AutoConfig
     from transformers.initialization import no_init_weights
 
-    from smash.architectures import architecture_class
-
-    try:
-        base_config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    except (OSError, ValueError) as e:
-        raise ArtifactError(str(path), f"config.json cannot be read ({e})", "Re-save the model.") from e
-    model_cls = architecture_class(base_config, location=str(path))
+    base_config = architectures.read_base_config(path)
+    model_cls = architectures.architecture_class(base_config, location=str(path))
+    architectures.check_size_budget(model_cls, base_config, location=str(path))
     dtype = getattr(base_config, "dtype", None)
-    with no_init_weights():
-        model = model_cls._from_config(base_config, dtype=dtype if isinstance(dtype, torch.dtype) else None)
+    try:
+        with no_init_weights():
+            model = model_cls._from_config(
+                base_config, dtype=dtype if isinstance(dtype, torch.dtype) else None
+            )
+    except architectures.CONSTRUCTION_ERRORS as e:  # within budget, but more than this machine can hold
+        raise ArtifactError(
+            str(path), f"the model described by config.json cannot be built ({e})", "Re-save the model."
+        ) from e
     model.eval()
     return model
 
