@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+import torch
 from huggingface_hub import (
     CommitOperationAdd,
     HfApi,
@@ -30,6 +32,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.utils import get_session
+from safetensors.torch import save
 
 from pruna_hub.hubstore import LocalHub, Principal, point_client_at
 
@@ -400,3 +403,76 @@ def test_delete_repo_and_model_card(store: tuple[LocalHub, HfApi]) -> None:
     with pytest.raises(RepositoryNotFoundError):
         api.delete_repo("PrunaAI/card")
     api.delete_repo("PrunaAI/card", missing_ok=True)
+
+
+def safetensors_bytes(header: bytes, data: bytes = b"") -> bytes:
+    return struct.pack("<Q", len(header)) + header + data
+
+
+BROKEN_HEADERS = {
+    "nested-shape": b'{"w": {"dtype": "F32", "shape": [[2, 2]], "data_offsets": [0, 16]}}',
+    "shape-of-strings": b'{"w": {"dtype": "F32", "shape": ["2"], "data_offsets": [0, 8]}}',
+    "negative-dim": b'{"w": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 0]}}',
+    "list-header": b'[{"dtype": "F32", "shape": [2]}]',
+    "deep": b'{"w": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "not-json": b"\xff\xfe not json",
+    "huge-count": b'{"w": {"dtype": "F32", "shape": [' + b",".join([b"9" * 4000] * 200) + b"]}}",
+}
+
+
+def test_a_repo_whose_safetensors_cannot_be_summarised_is_listed_without_the_summary(
+    store: tuple[LocalHub, HfApi],
+) -> None:
+    """One unparsable header used to answer 500 to every listing: discovery stopped for everyone."""
+    _, api = store
+    good = save({"w": torch.zeros(3, 4), "b": torch.zeros(4, dtype=torch.float16)})
+    api.create_repo("PrunaAI/good")
+    api.upload_file(path_or_fileobj=good, path_in_repo="model.safetensors", repo_id="PrunaAI/good")
+    for name, header in BROKEN_HEADERS.items():
+        api.create_repo(f"PrunaAI/{name}")
+        files = [
+            CommitOperationAdd("model-00001-of-00002.safetensors", good),  # no partial count from this one
+            CommitOperationAdd("model-00002-of-00002.safetensors", safetensors_bytes(header, bytes(16))),
+        ]
+        api.create_commit(f"PrunaAI/{name}", operations=files, commit_message="broken header")
+
+    assert {m.id for m in api.list_models()} == {"PrunaAI/good", *(f"PrunaAI/{n}" for n in BROKEN_HEADERS)}
+    summaries = {m.id: m.safetensors for m in api.list_models(expand=["safetensors"])}  # type: ignore[list-item]
+    good_summary = summaries.pop("PrunaAI/good")
+    assert good_summary is not None
+    assert (good_summary.parameters, good_summary.total) == ({"F32": 12, "F16": 4}, 16)
+    assert summaries == dict.fromkeys(summaries)  # every broken repo: listed, no safetensors summary
+    info = api.model_info("PrunaAI/nested-shape")
+    assert info.safetensors is None and "safetensors" in (info.tags or [])
+
+
+LAUGHS = "".join(  # YAML aliases: 1 KiB of card, ten million values once expanded
+    f"{k}: &{k} [{', '.join([f'*{p}' if p else 'x'] * 10)}]\n"
+    for p, k in zip(["", *"abcdef"], "abcdefg", strict=True)
+)
+BROKEN_FILES = {  # written before validate-yaml existed, or by a client that skips it
+    "tags-number": ("README.md", b"---\ntags: 5\n---\n"),
+    "alias-bomb": ("README.md", f"---\n{LAUGHS}---\n".encode()),
+    "dated": ("README.md", b"---\nlicense: mit\nrelease: 2024-01-01\n---\n"),
+    "architectures-number": ("config.json", b'{"architectures": 5, "model_type": "llama"}'),
+    "deep-config": ("config.json", b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+}
+
+
+def test_malformed_cards_and_configs_never_break_the_listing(store: tuple[LocalHub, HfApi]) -> None:
+    hub, api = store
+    for name, (path, data) in BROKEN_FILES.items():
+        api.create_repo(f"PrunaAI/{name}")
+        put = {path: hub.storage.entry_for_bytes(data, lfs=False)}
+        hub.storage.commit(f"PrunaAI/{name}", "main", title="unvalidated", put=put)
+    names = {f"PrunaAI/{n}" for n in BROKEN_FILES}
+    assert {m.id for m in api.list_models()} == names
+    cards = {m.id: m.card_data for m in api.list_models(cardData=True, full=True)}
+    assert cards.keys() == names
+    assert cards.pop("PrunaAI/dated").to_dict() == {"license": "mit", "release": "2024-01-01"}  # type: ignore[union-attr]
+    assert cards == dict.fromkeys(cards)  # no card the client could not parse, none expanded
+    assert "llama" in (api.model_info("PrunaAI/architectures-number").tags or [])
+    with pytest.raises(ValueError, match="Invalid metadata"):  # and such a card is refused on upload
+        api.upload_file(
+            path_or_fileobj=b"---\ntags: 5\n---\n", path_in_repo="README.md", repo_id="PrunaAI/dated"
+        )
