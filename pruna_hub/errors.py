@@ -129,6 +129,14 @@ class HubRateLimitedError(HubTransientError):
         super().__init__(operation, repo_id, detail, hint)
 
 
+class HubUnreachableError(HubError, ConnectionError):
+    """The endpoint cannot be reached at all (connection refused, unknown host, malformed URL): retrying
+    will not help until the address or the network is fixed, so it fails at once."""
+
+    outcome = "unreachable"
+    exit_code = 5  # ExitCode.HUB_UNREACHABLE
+
+
 class JobPlanError(PrunaHubError, ValueError):
     """A queued job can no longer run as planned (its recipe changed or was removed)."""
 

@@ -4,9 +4,13 @@ Two jobs beyond calling huggingface_hub:
 - ``translate``: huggingface_hub's typed errors (and dropped connections, truncated answers) become the
   outcomes of ``pruna_hub.errors`` in ONE place, so the sync service records ``not_found``, ``gated``,
   ``rate_limited``, ``transient``, ``conflict``... instead of parsing exceptions;
-- ``RetryPolicy``: bounded exponential backoff honouring ``Retry-After``, for the calls huggingface_hub does
-  not retry itself (``model_info``, ``create_repo``, ``create_commit``; the others are wrapped too, which
-  also covers a truncated JSON answer). ``sleep`` is injectable so tests never wait on a clock.
+- ``RetryPolicy``: ONE retry layer. Bounded exponential backoff honouring ``Retry-After``, within a total
+  time budget, for what huggingface_hub does not retry itself: every error of the calls it never retries
+  (``model_info``, ``create_repo``, ``create_commit``, tags, refs), and for the calls it does retry
+  (listing, tree, downloads) only a truncated JSON answer, which it cannot see. An endpoint that cannot be
+  reached at all (connection refused, unknown host, malformed URL) is never retried: it fails at once as
+  ``HubUnreachableError``, and discovery checks it with one unretried request before listing (listing is
+  retried by huggingface_hub for ~24 s on a refused port). ``sleep`` is injectable so tests never wait.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +37,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.hf_api import ModelInfo
+from huggingface_hub.hf_api import ModelInfo, RepoFile
 
 from pruna_hub.errors import (
     HubConflictError,
@@ -43,11 +48,14 @@ from pruna_hub.errors import (
     HubRateLimitedError,
     HubRejectedError,
     HubTransientError,
+    HubUnreachableError,
 )
 
 logger = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
+# What ``check_reachable`` asks for: any answer, a 404 included, says the endpoint is there.
+PROBE_REPO = "pruna-hub/endpoint-check"
 LIST_FIELDS = [
     "createdAt",
     "lastModified",
@@ -115,11 +123,28 @@ def _translate_one(error: BaseException, operation: str, repo_id: str | None) ->
         return HubNotFoundError(operation, repo_id, type(error).__name__, "Check the id, revision and token.")
     if isinstance(error, HfHubHTTPError):
         return _from_status(error, operation, repo_id)
+    if _unreachable(error):
+        return HubUnreachableError(
+            operation,
+            repo_id,
+            f"the endpoint cannot be reached ({error!r})",
+            "Check the endpoint URL (HF_ENDPOINT / --hub-endpoint) and the network; for the offline store, "
+            "start `pruna-hub hub serve` or pass --local-hub",
+        )
     if isinstance(error, httpx2.TransportError | json.JSONDecodeError):
         return HubTransientError(
             operation, repo_id, f"connection or answer broken ({error!r})", "Retry later."
         )
     return None
+
+
+def _unreachable(error: BaseException) -> bool:
+    """A refused connection, an unknown host or an address httpx cannot use: no retry can fix these."""
+    if isinstance(error, httpx2.UnsupportedProtocol | httpx2.InvalidURL):
+        return True
+    if not isinstance(error, httpx2.ConnectError):
+        return False
+    return any(isinstance(link, ConnectionRefusedError | socket.gaierror) for link in _chain(error))
 
 
 def _from_status(error: HfHubHTTPError, operation: str, repo_id: str | None) -> HubError:
@@ -150,14 +175,16 @@ class RetryPolicy:
     attempts: int = 5
     base_delay: float = 1.0
     max_delay: float = 60.0
+    budget: float = 180.0  # seconds of waiting one call may spend in all, whatever the attempts left
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
 
-    def delay(self, attempt: int, error: HubError) -> float | None:
+    def delay(self, attempt: int, error: HubError, *, waited: float = 0.0) -> float | None:
         if not error.retryable or attempt + 1 >= self.attempts:
             return None
+        wait = min(self.base_delay * 2**attempt, self.max_delay)
         if isinstance(error, HubRateLimitedError) and error.retry_after is not None:
-            return error.retry_after if error.retry_after <= self.max_delay else None
-        return min(self.base_delay * 2**attempt, self.max_delay)
+            wait = error.retry_after if error.retry_after <= self.max_delay else float("inf")
+        return wait if waited + wait <= self.budget else None
 
 
 @dataclass(frozen=True)
@@ -191,10 +218,19 @@ class HubClient:
         self.token = token
         self.retry = retry or RetryPolicy()
         self.cache_dir = str(cache_dir) if cache_dir is not None else None
+        self._reachable = False  # checked once, before the first call huggingface_hub retries itself
 
-    def call(self, operation: str, repo_id: str | None, fn: Callable[[], T]) -> T:
-        """Run ``fn`` with translation and retries; the one place errors become outcomes."""
-        attempt = 0
+    def call(
+        self, operation: str, repo_id: str | None, fn: Callable[[], T], *, retried_by_client: bool = False
+    ) -> T:
+        """Run ``fn`` with translation and retries; the one place errors become outcomes.
+
+        ``retried_by_client``: huggingface_hub already retried this call's transport errors, 5xx and 429,
+        so only what it cannot see (a truncated JSON answer) is retried here.
+        """
+        if retried_by_client and not self._reachable:
+            self.check_reachable()  # before huggingface_hub spends ~24 s retrying a refused port
+        attempt, waited = 0, 0.0
         while True:
             try:
                 return fn()
@@ -202,7 +238,12 @@ class HubClient:
                 error = translate(e, operation=operation, repo_id=repo_id)
                 if error is None:
                     raise
-                wait = self.retry.delay(attempt, error)
+                truncated = any(isinstance(link, json.JSONDecodeError) for link in _chain(e))
+                wait = (
+                    None
+                    if retried_by_client and not truncated
+                    else self.retry.delay(attempt, error, waited=waited)
+                )
                 if wait is None:
                     raise error from e
                 logger.info(
@@ -214,7 +255,20 @@ class HubClient:
                     wait,
                 )
                 self.retry.sleep(wait)
-                attempt += 1
+                attempt, waited = attempt + 1, waited + wait
+
+    def check_reachable(self) -> None:
+        """One request huggingface_hub does not retry, so an endpoint that cannot be reached fails in
+        seconds (``HubUnreachableError``) before a listing or download that the client would retry for
+        ~24 s. Any answer of the Hub, a 404 for the probe's made-up repo included, means it is reachable.
+        The probe is tried once: any other failure of it is left to the call behind it."""
+        try:
+            self.api.model_info(PROBE_REPO)
+        except Exception as e:
+            error = translate(e, operation="check_endpoint", repo_id=None)
+            if isinstance(error, HubUnreachableError):
+                raise error from e
+        self._reachable = True
 
     # --- discovery ----------------------------------------------------------------------------------
 
@@ -236,7 +290,7 @@ class HubClient:
         found: dict[str, ModelInfo] = {}
         for author, tag, library in product(_or_none(authors), _or_none(pipeline_tags), _or_none(libraries)):
             query = functools.partial(self._list_one, author, tag, library, search, since, limit)
-            for info in self.call("list_models", None, query):
+            for info in self.call("list_models", None, query, retried_by_client=True):
                 found.setdefault(info.id, info)
         ordered = sorted(found.values(), key=lambda i: (i.created_at or _EPOCH, i.id), reverse=True)
         return ordered[:limit] if limit is not None else ordered
@@ -285,7 +339,8 @@ class HubClient:
         return self.call(
             "download",
             repo_id,
-            lambda: Path(
+            retried_by_client=True,
+            fn=lambda: Path(
                 snapshot_download(
                     repo_id,
                     revision=revision,
@@ -305,6 +360,30 @@ class HubClient:
             return None
         return next((t.target_commit for t in refs.tags if t.name == tag), None)
 
+    def commits(self, repo_id: str) -> list[Any]:
+        """The commits of ``main``, newest first (``GitCommitInfo``: ``commit_id``, ``title``...)."""
+        return self.call(
+            "commits", repo_id, lambda: self.api.list_repo_commits(repo_id), retried_by_client=True
+        )
+
+    def file_sizes(self, repo_id: str, *, revision: str) -> dict[str, int]:
+        """Every file of ``repo_id`` at ``revision`` with its size in bytes."""
+        tree = self.call(
+            "list_tree",
+            repo_id,
+            lambda: list(self.api.list_repo_tree(repo_id, revision=revision, recursive=True)),
+            retried_by_client=True,
+        )
+        return {entry.path: int(entry.size) for entry in tree if isinstance(entry, RepoFile)}
+
+    def tag(self, repo_id: str, tag: str, *, revision: str) -> None:
+        """Point ``tag`` at ``revision``; a tag already there is left as it is."""
+        self.call(
+            "create_tag",
+            repo_id,
+            lambda: self.api.create_tag(repo_id, tag=tag, revision=revision, exist_ok=True),
+        )
+
     def publish_folder(
         self, repo_id: str, folder: str | Path, *, tag: str, commit_message: str, private: bool = False
     ) -> Publication:
@@ -318,7 +397,9 @@ class HubClient:
             "create_repo", repo_id, lambda: self.api.create_repo(repo_id, private=private, exist_ok=True)
         )
         local = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        remote = self.call("list_files", repo_id, lambda: self.api.list_repo_files(repo_id))
+        remote = self.call(
+            "list_files", repo_id, lambda: self.api.list_repo_files(repo_id), retried_by_client=True
+        )
         info = self.call(
             "create_commit",
             repo_id,

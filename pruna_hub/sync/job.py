@@ -24,8 +24,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from huggingface_hub.hf_api import RepoFile
-
 from pruna_hub.errors import HubError, HubNotFoundError, HubRateLimitedError, JobPlanError, QualityGateError
 from pruna_hub.recipes import Recipe
 from pruna_hub.sync.artifact import build_artifact_folder, evaluation_metrics, verify_artifact
@@ -97,19 +95,13 @@ def _published_commit(ctx: SyncContext, plan: Plan) -> str | None:
     if tagged is not None:
         return tagged
     try:
-        commits = ctx.hub.call(
-            "commits", plan.target_repo_id, lambda: ctx.hub.api.list_repo_commits(plan.target_repo_id)
-        )
+        commits = ctx.hub.commits(plan.target_repo_id)
     except HubNotFoundError:
         return None
     title = commit_title(plan)
-    sha = next((c.commit_id for c in commits if c.title == title), None)
+    sha: str | None = next((c.commit_id for c in commits if c.title == title), None)
     if sha is not None:
-        ctx.hub.call(
-            "create_tag",
-            plan.target_repo_id,
-            lambda: ctx.hub.api.create_tag(plan.target_repo_id, tag=plan.tag, revision=sha, exist_ok=True),
-        )
+        ctx.hub.tag(plan.target_repo_id, plan.tag, revision=sha)
     return sha
 
 
@@ -223,12 +215,7 @@ def _smash_and_publish(
 
 
 def _adopt(ctx: SyncContext, plan: Plan, lease: Lease, commit_sha: str, outcome: JobOutcome) -> None:
-    tree = ctx.hub.call(
-        "list_tree",
-        plan.target_repo_id,
-        lambda: list(ctx.hub.api.list_repo_tree(plan.target_repo_id, revision=commit_sha, recursive=True)),
-    )
-    files = {entry.path: int(entry.size) for entry in tree if isinstance(entry, RepoFile)}
+    files = ctx.hub.file_sizes(plan.target_repo_id, revision=commit_sha)
     _finish(ctx, plan, lease, commit_sha, files, outcome, reference=None)
 
 

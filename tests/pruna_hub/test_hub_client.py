@@ -18,8 +18,9 @@ from pruna_hub.errors import (
     HubPermissionError,
     HubRateLimitedError,
     HubTransientError,
+    HubUnreachableError,
 )
-from pruna_hub.hub_client import HubClient, RetryPolicy
+from pruna_hub.hub_client import HubClient, RetryPolicy, translate
 from pruna_hub.hubstore import LocalHub, Principal, point_client_at
 
 TOKEN = "tok-pruna"
@@ -297,3 +298,75 @@ def test_faults_over_a_real_socket(
         assert (client.download("meta/base", revision=sha) / "README.md").read_text() == CARD
         assert [m.id for m in client.list_new_models(authors=["meta"])] == ["meta/base"]
         assert store.faults.pending == 0
+
+
+# --- one retry layer, with a time budget; an endpoint that cannot be reached fails at once ----------------
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [f"http://127.0.0.1:{_closed_port()}", "htp:/malformed"],
+    ids=["refused", "malformed"],
+)
+@pytest.mark.parametrize("call", ["model_info", "list_new_models", "download"])
+def test_an_endpoint_that_cannot_be_reached_fails_at_once_with_a_hint(
+    endpoint: str, call: str, sleeps: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No retry can fix a refused port, an unknown host or a malformed URL: no waiting, by the adapter or
+    (for listing, which huggingface_hub retries for ~24 s on a refused port) by huggingface_hub."""
+    client_sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", client_sleeps.append)  # huggingface_hub's own retry waits
+    client = HubClient(endpoint=endpoint, retry=RetryPolicy(sleep=sleeps.append), cache_dir=tmp_path / "c")
+    calls: dict[str, Callable[[], Any]] = {
+        "model_info": lambda: client.model_info("meta/base"),
+        "list_new_models": lambda: client.list_new_models(authors=["meta"]),
+        "download": lambda: client.download("meta/base", revision="0" * 40),
+    }
+    with pytest.raises(HubUnreachableError, match="HF_ENDPOINT") as e:
+        calls[call]()
+    assert e.value.outcome == "unreachable" and not e.value.retryable
+    assert sleeps == [] and client_sleeps == []
+
+
+def test_an_unknown_host_is_unreachable_too() -> None:
+    """(Built by hand: a test sends nothing to a resolver.) What httpx raises for a name that does not
+    resolve: a ConnectError caused by socket.gaierror."""
+    import socket
+
+    import httpx2
+
+    error = httpx2.ConnectError("[Errno -2] Name or service not known")
+    error.__cause__ = socket.gaierror(-2, "Name or service not known")
+    assert isinstance(translate(error, operation="list_models", repo_id=None), HubUnreachableError)
+    refused_later = httpx2.ConnectError("timed out")  # no refusal, no lookup failure: maybe transient
+    assert isinstance(translate(refused_later, operation="list_models", repo_id=None), HubTransientError)
+
+
+def test_retries_stop_at_the_time_budget(hub: LocalHub) -> None:
+    sleeps: list[float] = []
+    client = HubClient(token=TOKEN, retry=RetryPolicy(attempts=10, budget=7.0, sleep=sleeps.append))
+    seed(client, "meta/base")
+    hub.faults.add("model_info", 503, times=100)
+    with pytest.raises(HubTransientError):
+        client.model_info("meta/base")
+    assert sleeps == [1.0, 2.0, 4.0]  # the next wait (8 s) would pass the 7 s budget
+
+
+def test_calls_huggingface_hub_retries_are_not_retried_again(
+    client: HubClient, hub: LocalHub, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub_sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", hub_sleeps.append)
+    seed(client, "meta/base")
+    hub.faults.add("list_models", 503, times=100)
+    with pytest.raises(HubTransientError):
+        client.list_new_models(authors=["meta"])
+    assert sleeps == [] and len(hub_sleeps) == 5  # huggingface_hub's five retries, and no second layer
