@@ -1,19 +1,39 @@
-"""Every error the service raises, in one place. Messages end with what to do next."""
+"""Every error the service raises, in one place. Messages end with what to do next.
+
+Each error class owns the exit code the CLI ends with (as click's exceptions do); the codes themselves are
+``ExitCode``, defined once here and tabled in the README.
+"""
 
 from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+
+class ExitCode(enum.IntEnum):
+    """What `pruna-hub` exits with, so that scripts and supervisors can tell failures apart."""
+
+    OK = 0
+    ERROR = 1  # anything else: the catalogue, the file system, a missing record, a bug
+    USAGE = 2  # bad input: an unknown option or value, a malformed URL, settings or recipe (click's own code)
+    JOB_FAILED = 3  # a job ran and failed (an error other than its quality gate)
+    QUALITY_GATE = 4  # jobs failed only on their quality gate: nothing of theirs was published
+    HUB_UNREACHABLE = 5  # the Hub did not answer (connection, 5xx, 429) after the client's retries
+    INTERRUPTED = 130  # Ctrl-C
 
 
 class PrunaHubError(Exception):
     """Root of pruna_hub's errors. ``exit_code`` is what the CLI exits with."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.ERROR
 
 
 # --- recipes ---------------------------------------------------------------------------------------------
 
 
 class RecipeError(PrunaHubError, ValueError):
-    """A recipe file is not valid; ``path`` and the dotted ``field`` (``smash.hqq.weight_bits``) say where."""
+    """A recipe file is not valid; ``path`` and the dotted ``field`` (``smash.hqq.weight_bits``) say where.
+    (Exit code 1, as `recipes check` finding an invalid recipe: the file is configuration, not an option.)"""
 
     def __init__(self, path: str, field: str, problem: str, hint: str = "Fix the recipe file.") -> None:
         self.path = path
@@ -33,6 +53,19 @@ class RecipeConflictError(RecipeError):
             problem,
             f"Give one of them (or {other}) a different `priority`, or set `rank_by` in both to have the "
             "sync measure which is faster on its host.",
+        )
+
+
+class NoRecipeFilesError(PrunaHubError, ValueError):
+    """`recipes check` was given folders that hold no recipe file: nothing would be checked."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        super().__init__(
+            f"no recipe files (*.toml) in {', '.join(self.paths)}: nothing was checked. Pass recipe files, "
+            "or folders that hold them."
         )
 
 
@@ -115,6 +148,7 @@ class HubTransientError(HubError):
 
     outcome = "transient"
     retryable = True
+    exit_code = ExitCode.HUB_UNREACHABLE
 
 
 class HubRateLimitedError(HubTransientError):
@@ -148,12 +182,49 @@ class JobPlanError(PrunaHubError, ValueError):
 class QualityGateError(PrunaHubError):
     """The smashed model missed the recipe's quality gate: nothing is published."""
 
+    exit_code = ExitCode.QUALITY_GATE
+
     def __init__(self, recipe: str, failures: list[str]) -> None:
         self.recipe = recipe
         self.failures = list(failures)
         super().__init__(
             f"quality gate of recipe {recipe!r} failed: {'; '.join(self.failures)}. Nothing was published; "
             "use a gentler recipe (more bits, larger groups) for this model."
+        )
+
+
+class JobsFailedError(PrunaHubError):
+    """A `sync` or `worker` run finished with failed jobs (each recorded in the catalogue with its error)."""
+
+    exit_code = ExitCode.JOB_FAILED
+    what = "failed"
+
+    def __init__(self, job_ids: Sequence[int]) -> None:
+        self.job_ids = list(job_ids)
+        ids = ", ".join(map(str, self.job_ids))
+        first, plural = self.job_ids[0], "s" if len(self.job_ids) > 1 else ""
+        super().__init__(
+            f"{len(self.job_ids)} job{plural} {self.what} ({ids}). See why with "
+            f"`pruna-hub jobs show {first}`; once the cause is fixed, "
+            f"`pruna-hub jobs retry {first} --reason ...` queues it again."
+        )
+
+
+class GateFailedError(JobsFailedError):
+    """Every job that failed in a run failed its quality gate (and no other recipe of a tie was left)."""
+
+    exit_code = ExitCode.QUALITY_GATE
+    what = "failed on the quality gate (nothing published)"
+
+
+class ServeError(PrunaHubError, OSError):
+    """`hub serve` could not listen on the address it was given."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        super().__init__(
+            f"cannot serve on {host}:{port}: {reason}. Choose another --port, or stop what listens there."
         )
 
 

@@ -7,6 +7,7 @@ Each command group lives in its own module and is listed in ``_COMMANDS`` (loade
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -48,21 +49,31 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Console-script entry point: known errors become one message on stderr and exit code 1 or 2."""
-    from pruna_hub.errors import PrunaHubError
+    """Console-script entry point: every error becomes one line on stderr and the exit code its class owns
+    (``pruna_hub.errors.ExitCode``); ``--debug`` (or PRUNA_HUB_DEBUG=1) shows the traceback instead."""
+    from pruna_hub.errors import ExitCode, PrunaHubError
     from registry_db.errors import CatalogueError
 
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args or os.environ.get("PRUNA_HUB_DEBUG", "").lower() in ("1", "true", "yes")
     try:
         return cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except (PrunaHubError, CatalogueError, ValueError) as e:
+    except (PrunaHubError, CatalogueError, ValueError, OSError) as e:
         if debug:
             raise
-        click.echo(f"error: {e}", err=True)
-        sys.exit(getattr(e, "exit_code", 1))
+        click.echo(f"error: {_one_line(e)}", err=True)
+        sys.exit(int(getattr(e, "exit_code", ExitCode.ERROR)))
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of an error; an OSError that says nothing of what to do gets a pointer to --debug."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, OSError) and not hasattr(error, "exit_code"):
+        text = f"{text} ({type(error).__name__}; run with --debug for the traceback)"
+    return text

@@ -19,6 +19,17 @@ from pruna_hub.cli.db import database_url_option, format_option, namespace_optio
 _JOB_STATES = ["discovered", "queued", "running", "smashed", "benchmarked", "published", "failed", "skipped"]
 
 
+def metric_names() -> list[str]:
+    """Every metric the sync records per benchmark run (the card's table of specs, plus the two
+    millisecond summaries ``pruna_hub.sync.artifact.run_metrics`` adds for sorting)."""
+    from pruna_hub.card import METRICS, QUALITY
+
+    return [*METRICS, "decode_latency_ms", "ttft_ms", *QUALITY]
+
+
+_METRIC = click.Choice(metric_names())
+
+
 @click.group("catalogue")
 def catalogue() -> None:
     """Query the catalogue of smashed models."""
@@ -37,7 +48,9 @@ def _open(database_url: str | None, namespace: str) -> Any:
 @click.option("--algorithm", help="Only recipes using this algorithm, e.g. hqq.")
 @click.option("--state", type=click.Choice(_JOB_STATES), help="Job state.")
 @click.option("--base", "base_repo", help="Base model repo id.")
-@click.option("--sort", "sort_metric", help="Sort by this metric of the smashed model, best first.")
+@click.option(
+    "--sort", "sort_metric", type=_METRIC, help="Sort by this metric of the smashed model, best first."
+)
 @click.option("--desc/--asc", "descending", default=None, help="Override the metric's best-first order.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @format_option
@@ -150,7 +163,7 @@ def _describe_metrics(runs: list[dict[str, Any]]) -> list[str]:
 
 
 @catalogue.command("best")
-@click.option("--metric", required=True, help="e.g. decode_latency_ms, decode_tokens_per_s, kl_mean.")
+@click.option("--metric", required=True, type=_METRIC, help="e.g. decode_latency_ms, decode_tokens_per_s.")
 @click.option("--arch", "architecture", help="Base architecture, e.g. LlamaForCausalLM.")
 @click.option(
     "--higher-is-better/--lower-is-better", "higher", default=None, help="Override the metric's direction."

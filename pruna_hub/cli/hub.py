@@ -6,10 +6,12 @@ Thin: the store lives in ``pruna_hub.hubstore``.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import click
 
+from pruna_hub.errors import ServeError
 from pruna_hub.hubstore import LocalHub, Principal
 
 
@@ -46,6 +48,7 @@ def hub() -> None:
 def serve(root: Path, host: str, port: int, tokens: tuple[str, ...]) -> None:
     """Serve the store until interrupted."""
     store = LocalHub(root, tokens=dict(parse_token(t) for t in tokens) if tokens else None)
+    _check_free(host, port)
     click.echo(
         f"serving {root} at http://{host}:{port} (set HF_ENDPOINT to it and HF_HUB_DISABLE_XET=1)", err=True
     )
@@ -53,3 +56,18 @@ def serve(root: Path, host: str, port: int, tokens: tuple[str, ...]) -> None:
         store.serve_forever(host=host, port=port)
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
+    except OSError as e:  # taken between the check and the bind
+        raise ServeError(host, port, e.strerror or str(e)) from e
+
+
+def _check_free(host: str, port: int) -> None:
+    """Bind once before saying "serving", so a busy port or a bad host is one clear error, not a
+    message that the store is up followed by a traceback."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            probe.bind(address)
+    except OSError as e:
+        raise ServeError(host, port, e.strerror or str(e)) from e

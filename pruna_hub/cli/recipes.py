@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from pruna_hub.errors import RankingError, RecipeError
+from pruna_hub.errors import NoRecipeFilesError, RankingError, RecipeError
 from pruna_hub.recipes import Recipe, RecipeBook, load_directory, load_recipes, parse_recipe_file
 from pruna_hub.recipes.book import builtin_dir
 
@@ -74,11 +74,15 @@ def show_recipe(name: str, recipe_dirs: tuple[Path, ...], fmt: str) -> None:
 def check_recipes(ctx: click.Context, paths: tuple[Path, ...], builtin: bool, fmt: str) -> None:
     """Validate recipe files or directories and print the planned algorithm order of each.
 
-    Exits 1 when any recipe is invalid or two recipes tie for the same models.
+    Exits 1 when any recipe is invalid or two recipes tie for the same models, 2 when the folders hold no
+    recipe file at all.
     """
     results: list[dict[str, Any]] = []
     valid: list[Recipe] = []
-    for path in _files(paths):
+    files = _files(paths)
+    if not files:
+        raise NoRecipeFilesError([str(p) for p in paths])
+    for path in files:
         try:
             recipe = parse_recipe_file(path)
         except RecipeError as e:

@@ -155,7 +155,7 @@ def sync(
     """Watch the Hub for new models and publish smashed copies of them."""
     from pruna_hub.sync.context import SyncContext
     from pruna_hub.sync.executors import make_executor
-    from pruna_hub.sync.service import sync_once, watch
+    from pruna_hub.sync.service import failures, open_dry_run, sync_once, watch
 
     options = {"limit": limit, "authors": authors, "search": search, "recipe_dirs": recipe_dirs}
     options |= {"target_org": target_org, "device": device}
@@ -163,9 +163,9 @@ def sync(
     stop.install()
     with local_hub_endpoint(local_hub) as endpoint:
         settings = _settings(options, config_file, endpoint)
-        ctx = SyncContext.open(settings)
-        runner = make_executor(executor, ray_address=ray_address, parallelism=parallelism)
+        ctx = open_dry_run(settings) if dry_run else SyncContext.open(settings)
         try:
+            runner = make_executor(executor, ray_address=ray_address, parallelism=parallelism)
             if once or dry_run:
                 summary = sync_once(
                     ctx, dry_run=dry_run, run=not schedule_only, executor=runner, should_stop=stop
@@ -175,9 +175,12 @@ def sync(
                     ctx, interval_s=interval, should_stop=stop, run=not schedule_only, executor=runner
                 )
             entries = _published_entries(ctx, summary)
+            failed = failures(summary.outcomes)
         finally:
             ctx.close()
     _render(summary.to_dict() | {"published": entries}, fmt)
+    if failed is not None and not stop():  # stopped by SIGTERM: a clean stop, exit 0
+        raise failed
 
 
 def _published_entries(ctx: Any, summary: Any) -> list[dict[str, Any]]:
@@ -306,7 +309,7 @@ def worker(
     """
     from pruna_hub.sync.context import SyncContext
     from pruna_hub.sync.executors import make_executor
-    from pruna_hub.sync.service import SyncSummary
+    from pruna_hub.sync.service import SyncSummary, failures
 
     stop = StopFlag()
     stop.install()
@@ -321,6 +324,9 @@ def worker(
             if exit_when_empty or (max_jobs is not None and len(summary.outcomes) >= max_jobs):
                 break
             stop.wait(poll_interval)
+        failed = failures(summary.outcomes)
     finally:
         ctx.close()
     _render(summary.to_dict() | {"published": []}, fmt)
+    if failed is not None and not stop():  # stopped by SIGTERM: a clean stop, exit 0
+        raise failed

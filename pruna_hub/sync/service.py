@@ -7,7 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pruna_hub.sync.context import SyncContext
+from pruna_hub.errors import GateFailedError, JobsFailedError, QualityGateError
+from pruna_hub.hub_client import HubClient, RetryPolicy
+from pruna_hub.recipes import load_recipes
+from pruna_hub.settings import Settings
+from pruna_hub.sync.context import SyncContext, stderr_reporter
 from pruna_hub.sync.discovery import Decision, discover
 from pruna_hub.sync.job import JobOutcome, run_job
 from registry_db.jobs import Lease, claim_next_job
@@ -33,6 +37,47 @@ class SyncSummary:
             "decisions": [d.to_dict() for d in self.decisions],
             "jobs": [o.to_dict() for o in self.outcomes],
         }
+
+
+def open_dry_run(
+    settings: Settings,
+    *,
+    report: Callable[[str], None] = stderr_reporter,
+    retry: RetryPolicy | None = None,
+) -> SyncContext:
+    """A context for `sync --dry-run`, which changes nothing: the catalogue is read as it is (never created
+    or migrated; a database behind the code is refused as usual), or, where there is none yet, an empty
+    one in memory stands in, so every model is new."""
+    from registry_db import Catalogue
+    from registry_db.errors import CatalogueMissingError
+
+    try:
+        catalogue = Catalogue.open(settings.database_url, namespace=settings.namespace, read_only=True)
+    except CatalogueMissingError:
+        catalogue = Catalogue.open("sqlite://", namespace=settings.namespace)
+    try:
+        hub = HubClient(endpoint=settings.hub_endpoint, token=settings.token, retry=retry)
+        book = load_recipes(settings.recipe_dirs)
+        return SyncContext(settings, hub, catalogue, book, settings.resolved_device(), report=report)
+    except BaseException:
+        catalogue.dispose()
+        raise
+
+
+def failures(outcomes: list[JobOutcome]) -> JobsFailedError | None:
+    """The error a run with failed jobs ends with (``GateFailedError`` when each failed on its quality
+    gate), or None. A gate failure that handed its base to the next recipe of a tie is not one: the
+    base is still being served."""
+
+    def gate(outcome: JobOutcome) -> bool:
+        return (outcome.error or "").startswith(f"{QualityGateError.__name__}:")
+
+    failed = [o for o in outcomes if o.state == "failed"]
+    counted = [o for o in failed if not (gate(o) and o.next_job_id is not None)]
+    if not counted:
+        return None
+    ids = [o.job_id for o in counted]
+    return GateFailedError(ids) if all(gate(o) for o in counted) else JobsFailedError(ids)
 
 
 def claim(ctx: SyncContext) -> Lease | None:

@@ -235,7 +235,7 @@ def test_database_from_a_newer_version_is_refused(empty_db_url: str) -> None:
 
 def test_database_behind_names_the_upgrade_command(empty_db_url: str) -> None:
     assert "upgraded" in invoke("db", "upgrade", "--database-url", empty_db_url, "--revision", "0001")
-    code, _, stderr = run_main("catalogue", "best", "--metric", "x", "--database-url", empty_db_url)
+    code, _, stderr = run_main("catalogue", "best", "--metric", "ttft_ms", "--database-url", empty_db_url)
     assert code == 1 and "run `pruna-hub db upgrade`" in stderr
 
 
