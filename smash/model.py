@@ -276,7 +276,9 @@ def build_base(path: Path) -> nn.Module:
             )
     except architectures.CONSTRUCTION_ERRORS as e:  # within budget, but more than this machine can hold
         raise ArtifactError(
-            str(path), f"the model described by config.json cannot be built ({e})", "Re-save the model."
+            str(path),
+            f"the model described by config.json cannot be built ({e})",
+            "A genuine model of that size needs a machine with more memory; otherwise re-save the model.",
         ) from e
     model.eval()
     return model

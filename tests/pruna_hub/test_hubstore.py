@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
 import torch
+import yaml
 from huggingface_hub import (
     CommitOperationAdd,
     HfApi,
@@ -31,10 +35,14 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.repocard_data import ModelCardData
 from huggingface_hub.utils import get_session
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save
 
-from pruna_hub.hubstore import LocalHub, Principal, point_client_at
+from pruna_hub.hubstore import LocalHub, Principal, Storage, point_client_at
+from pruna_hub.hubstore.cards import derived
 
 WRITE = "tok-pruna"
 READER = "tok-alice"
@@ -476,3 +484,45 @@ def test_malformed_cards_and_configs_never_break_the_listing(store: tuple[LocalH
         api.upload_file(
             path_or_fileobj=b"---\ntags: 5\n---\n", path_in_repo="README.md", repo_id="PrunaAI/dated"
         )
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+)
+TENSOR_INFO = st.fixed_dictionaries(
+    {
+        "dtype": st.sampled_from(["F32", "BF16"]) | JSON,
+        "shape": st.lists(st.integers(0, 2**40), max_size=4) | JSON,
+    }
+)
+HEADERS = st.dictionaries(st.text(max_size=6), TENSOR_INFO | JSON, max_size=4) | JSON
+CARD_KEYS = st.sampled_from(["tags", "license", "base_model", "library_name", "pipeline_tag", "model-index"])
+README = (
+    st.binary(max_size=64)
+    | st.text(max_size=64).map(lambda t: f"---\n{t}\n---\n")
+    | st.dictionaries(CARD_KEYS | st.text(max_size=4), JSON, max_size=4).map(
+        lambda d: f"---\n{yaml.safe_dump(d)}---\n"
+    )
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(header=HEADERS, readme=README)
+def test_any_header_or_card_gives_json_able_fields_or_none(header: Any, readme: str | bytes) -> None:
+    """The summaries a listing sends, for whatever a repo holds: JSON the client parses, or None."""
+    with tempfile.TemporaryDirectory() as root:
+        storage = Storage(root)
+        storage.create_repo("PrunaAI/any")
+        data = safetensors_bytes(json.dumps(header).encode())
+        readme_bytes = readme.encode() if isinstance(readme, str) else readme
+        put = {
+            "model.safetensors": storage.entry_for_bytes(data, lfs=True),
+            "README.md": storage.entry_for_bytes(readme_bytes, lfs=False),
+        }
+        fields = derived(storage, storage.commit("PrunaAI/any", "main", title="any", put=put))
+    summary = fields["safetensors"]
+    assert summary is None or summary["total"] == sum(summary["parameters"].values())
+    json.dumps(fields)
+    if fields["cardData"] is not None:
+        ModelCardData(**fields["cardData"], ignore_metadata_errors=True)
