@@ -11,7 +11,7 @@ from pruna_hub.errors import HubError
 
 if TYPE_CHECKING:
     from pruna_hub.sync.context import SyncContext
-    from pruna_hub.sync.job import Plan
+    from pruna_hub.sync.plan import Plan
 
 REPORT_FILE = "benchmark.json"
 PLOT_FILE = "benchmark.png"

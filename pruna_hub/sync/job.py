@@ -30,6 +30,7 @@ from pruna_hub.sync.artifact import build_artifact_folder, evaluation_metrics, v
 from pruna_hub.sync.context import SyncContext
 from pruna_hub.sync.fallback import queue_next_tied
 from pruna_hub.sync.heartbeat import Heartbeat
+from pruna_hub.sync.plan import Plan, commit_title, publication_tag
 from registry_db.errors import CatalogueError, LeaseLostError
 from registry_db.jobs import Lease, advance_job, complete_job, fail_job, release_job
 from registry_db.models import BaseModel
@@ -44,19 +45,6 @@ logger = logging.getLogger(__name__)
 
 # The base snapshot: what transformers needs to load it (the loader's own list, minus smash's files).
 BASE_PATTERNS = [p for p in LOADER_PATTERNS if not p.startswith("smash_")] + ["*.safetensors.index.json"]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a job will do, resolved from its catalogue rows and the loaded recipes."""
-
-    job_id: int
-    base_repo_id: str
-    revision: str
-    license: str | None
-    recipe: Recipe
-    target_repo_id: str
-    tag: str
 
 
 @dataclass
@@ -74,18 +62,6 @@ class JobOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "")}
-
-
-def publication_tag(revision: str) -> str:
-    """The tag of the commit made from one base revision (a base revision publishes once)."""
-    return f"base-{revision}"
-
-
-def commit_title(plan: Plan) -> str:
-    """Names the base revision and recipe hash in full: a crash between commit and tag is recognisable."""
-    return (
-        f"Smash {plan.base_repo_id}@{plan.revision} with {plan.recipe.name} ({plan.recipe.content_hash[:16]})"
-    )
 
 
 def _published_commit(ctx: SyncContext, plan: Plan) -> str | None:
