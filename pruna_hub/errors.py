@@ -168,7 +168,7 @@ class HubUnreachableError(HubError, ConnectionError):
     will not help until the address or the network is fixed, so it fails at once."""
 
     outcome = "unreachable"
-    exit_code = 5  # ExitCode.HUB_UNREACHABLE
+    exit_code = ExitCode.HUB_UNREACHABLE
 
 
 class JobPlanError(PrunaHubError, ValueError):
