@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 
 from registry_db.engine import redact, write_engine
 from registry_db.errors import (
+    CatalogueValueError,
     DatabaseUnreachableError,
     SchemaAheadError,
     SchemaBehindError,
@@ -173,7 +174,8 @@ def _run_upgrade(engine: Engine, revision: str) -> None:
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
         except CommandError as e:
-            raise ValueError(f"cannot upgrade to revision {revision!r}: {e}") from e
+            known = [script.revision for script in script_directory().walk_revisions()]
+            raise CatalogueValueError("revision", revision, ["head", *known]) from e
         finally:
             if sqlite:
                 set_sqlite_foreign_keys(connection, on=True)

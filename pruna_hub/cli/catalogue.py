@@ -27,7 +27,26 @@ def metric_names() -> list[str]:
     return [*METRICS, "decode_latency_ms", "ttft_ms", *QUALITY]
 
 
-_METRIC = click.Choice(metric_names())
+class MetricChoice(click.Choice[str]):
+    """``click.Choice`` of ``metric_names()``, read when an option value is checked: the table lives with
+    the card, which imports smash (and torch), and importing this module must stay light."""
+
+    def __init__(self) -> None:
+        self._names: tuple[str, ...] | None = None
+        super().__init__([], case_sensitive=True)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        if self._names is None:
+            self._names = tuple(metric_names())
+        return self._names
+
+    @choices.setter
+    def choices(self, value: object) -> None:  # click.Choice.__init__ assigns it; the table decides
+        pass
+
+
+_METRIC = MetricChoice()
 
 
 @click.group("catalogue")
@@ -49,7 +68,11 @@ def _open(database_url: str | None, namespace: str) -> Any:
 @click.option("--state", type=click.Choice(_JOB_STATES), help="Job state.")
 @click.option("--base", "base_repo", help="Base model repo id.")
 @click.option(
-    "--sort", "sort_metric", type=_METRIC, help="Sort by this metric of the smashed model, best first."
+    "--sort",
+    "sort_metric",
+    type=_METRIC,
+    metavar="METRIC",
+    help="Sort by this metric of the smashed model, best first (an unknown name lists them all).",
 )
 @click.option("--desc/--asc", "descending", default=None, help="Override the metric's best-first order.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
@@ -163,7 +186,13 @@ def _describe_metrics(runs: list[dict[str, Any]]) -> list[str]:
 
 
 @catalogue.command("best")
-@click.option("--metric", required=True, type=_METRIC, help="e.g. decode_latency_ms, decode_tokens_per_s.")
+@click.option(
+    "--metric",
+    required=True,
+    type=_METRIC,
+    metavar="METRIC",
+    help="e.g. decode_latency_ms, decode_tokens_per_s (an unknown name lists them all).",
+)
 @click.option("--arch", "architecture", help="Base architecture, e.g. LlamaForCausalLM.")
 @click.option(
     "--higher-is-better/--lower-is-better", "higher", default=None, help="Override the metric's direction."

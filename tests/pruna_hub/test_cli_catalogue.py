@@ -244,3 +244,19 @@ def test_unknown_artifact_and_bad_choice(seeded: list[str]) -> None:
     assert code == 1 and "no artifact 'smashed/nope'" in stderr
     code, _, stderr = run_main("catalogue", "list", "--state", "done", *seeded)
     assert code == 2 and "'done' is not one of" in stderr
+
+
+def test_an_unknown_revision_is_bad_input(empty_db_url: str) -> None:
+    code, _, stderr = run_main("db", "upgrade", "--database-url", empty_db_url, "--revision", "nope")
+    assert code == 2 and "revision = 'nope' is not valid" in stderr and head_revision() in stderr
+
+
+def test_the_metric_choice_is_the_table_the_sync_records_from() -> None:
+    from pruna_hub.card import METRICS, QUALITY
+    from pruna_hub.cli.catalogue import metric_names
+
+    names = set(metric_names())
+    assert set(METRICS) | set(QUALITY) <= names
+    assert {"decode_latency_ms", "decode_tokens_per_s", "top1_agreement", "ttft_ms"} <= names
+    code, _, stderr = run_main("catalogue", "best", "--metric", "decode_latency")
+    assert code == 2 and "'decode_latency_ms'" in stderr

@@ -108,6 +108,17 @@ def test_a_hub_that_does_not_answer_exits_5(tmp_path: Path, garbage_hub: str) ->
     assert _one_error_line(stderr).startswith("error: hub list_models: connection or answer broken")
 
 
+def test_a_hub_that_refuses_connections_exits_5(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "PRUNA_HUB_HOME": str(tmp_path / "home")}
+    env["PRUNA_HUB_DATABASE_URL"] = f"sqlite:///{tmp_path / 'c.db'}"
+    code, stdout, stderr = pruna_hub("sync", "--once", "--device", "cpu", env=env, timeout=120)
+    assert code == ExitCode.HUB_UNREACHABLE and stdout == ""
+    assert "cannot be reached" in _one_error_line(stderr) and "HF_ENDPOINT" in stderr
+
+
 def _local_hub_with_a_base(tmp_path: Path) -> Path:
     root = tmp_path / "hub"
     with LocalHub(root).install():
