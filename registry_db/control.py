@@ -9,7 +9,8 @@ What each action may do, and why:
   skip reason is cleared (it stays in the log) and the job gets a new attempt budget like a retry.
 - **cancel**: any job not finished (``discovered``, ``queued`` or leased) ``-> skipped``, reason
   ``cancelled by WHO: WHY``. A leased job's lease is cleared in the same UPDATE, so its worker loses the
-  lease at its next heartbeat or transition (``LeaseLostError``) and stops without publishing.
+  lease at its next transition (``LeaseLostError``: after smashing, after evaluating) and stops without
+  publishing; once it has started publishing, the upload itself is not interrupted.
 
 Every change is one compare-and-set UPDATE on (job id, the state read) plus one ``job_events`` row naming
 who, when, why, the states before and after and the new budget; a job changed by someone else in between

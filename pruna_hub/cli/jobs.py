@@ -222,7 +222,7 @@ def requeue_command(job_ids: tuple[int, ...], **options: Any) -> None:
 @namespace_option
 @format_option
 def cancel_command(job_ids: tuple[int, ...], **options: Any) -> None:
-    """Skip unfinished jobs; a running job's worker loses its lease and stops without publishing."""
+    """Skip unfinished jobs; a running job's worker loses its lease and stops at its next step."""
     _control("cancel", job_ids=job_ids, attempts=1, **options)
 
 
