@@ -84,9 +84,16 @@ def recorded_layers(
         )
         if not sizes_ok or not isinstance(shape.get("bias"), bool):
             raise ArtifactError(ARTIFACT, f"{algorithm} layer {name!r} has a malformed shape record", _RESAVE)
-        if not isinstance(modules.get(name), nn.Linear):
+        linear = modules.get(name)
+        if not isinstance(linear, nn.Linear):
             problem = f"{algorithm} layer {name!r} is not a Linear of this model"
             raise ArtifactError(ARTIFACT, problem, _RESAVE)
+        if (shape["in"], shape["out"]) != (linear.in_features, linear.out_features):
+            problem = (
+                f"{algorithm} layer {name!r} records {shape['in']}x{shape['out']}, but config.json builds it "
+                f"{linear.in_features}x{linear.out_features}"
+            )
+            raise ArtifactError(ARTIFACT, problem, _RESAVE)  # before anything of that size is allocated
         yield name, shape
 
 

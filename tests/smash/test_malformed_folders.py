@@ -207,12 +207,6 @@ def test_config_auto_map_is_a_remote_code_error(half: Path) -> None:
     assert e.value.file == "config.json"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="smash.module_tree.recorded_layers checks that a layer record names a Linear, not that its sizes "
-    "are that Linear's: int8_weight's restore allocates what the record says (outside this change)",
-)
 def test_an_int8_layer_record_larger_than_its_linear_is_an_artifact_error(
     saved: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -241,8 +235,8 @@ VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
 )
 OPERATIONS = st.sampled_from(["replace", "delete", "nest", "add"])
-# (recipe, file) pairs; int8's layer table is left out until the xfail above passes.
-MUTATED = [(r, f) for r in sorted(RECIPES) for f in FILES if (r, f) != ("int8", "smash_artifact.json")]
+# (recipe, file) pairs
+MUTATED = [(r, f) for r in sorted(RECIPES) for f in FILES]
 
 
 def _mutate(node: Any, data: st.DataObject) -> Any:
