@@ -24,6 +24,7 @@ _COMMANDS: dict[str, str] = {
     "sync": "pruna_hub.cli.sync:sync",
     "seed": "pruna_hub.cli.seed:seed",
     "worker": "pruna_hub.cli.sync:worker",
+    "ui": "pruna_hub.cli.ui:ui",
 }
 
 
