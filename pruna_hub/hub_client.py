@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, snapshot_download
+from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -396,18 +396,16 @@ class HubClient:
         self.call(
             "create_repo", repo_id, lambda: self.api.create_repo(repo_id, private=private, exist_ok=True)
         )
-        local = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         remote = self.call(
             "list_files", repo_id, lambda: self.api.list_repo_files(repo_id), retried_by_client=True
         )
-        info = self.call(
+        from smash.hub import replace_with_folder  # here: importing smash loads torch
+
+        info = self.call(  # operations built anew for each attempt: they carry their upload state
             "create_commit",
             repo_id,
             lambda: self.api.create_commit(
-                repo_id,
-                [CommitOperationAdd(path_in_repo=f, path_or_fileobj=folder / f) for f in local]
-                + [CommitOperationDelete(f) for f in remote if f not in local and f != ".gitattributes"],
-                commit_message=commit_message,
+                repo_id, replace_with_folder(folder, remote), commit_message=commit_message
             ),
         )
         sha = str(info.oid)

@@ -10,30 +10,23 @@ model. This module never imports pruna_hub.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from smash.artifact_files import LOADER_PATTERNS, PICKLE_SUFFIXES, WEIGHTS_FILE
 from smash.errors import ArtifactError, InvalidRepoIdError, UnsafeArtifactError
 
-if TYPE_CHECKING:
-    from smash.model import PrunaModel
 
-LOADER_PATTERNS = [
-    "smash_config.json",
-    "smash_artifact.json",
-    "config.json",
-    "generation_config.json",
-    "*.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
-    "chat_template.json",
-]
+class Publishable(Protocol):
+    """What a push needs of a model (``PrunaModel`` is one): it saves itself and names its algorithms."""
+
+    @property
+    def order(self) -> list[str]: ...
+
+    def save_pretrained(self, save_directory: Any) -> Path: ...
+
+
 DEFAULT_COMMIT_MESSAGE = "Upload smashed model"
 
 
@@ -88,8 +81,6 @@ def _refuse_without_safetensors(repo_id: str, revision: str | None, token: str |
     """No safetensors downloaded: say whether the repo only offers pickle, which is never loaded."""
     from huggingface_hub import HfApi, constants
 
-    from smash.model import PICKLE_SUFFIXES, WEIGHTS_FILE
-
     pickles: list[str] = []
     if not constants.is_offline_mode():
         files = HfApi(token=token).list_repo_files(repo_id, revision=revision)
@@ -105,7 +96,7 @@ def _refuse_without_safetensors(repo_id: str, revision: str | None, token: str |
     )
 
 
-def default_card(model: PrunaModel, repo_id: str) -> str:
+def default_card(model: Publishable, repo_id: str) -> str:
     algorithms = ", ".join(model.order) or "none"
     return (
         "---\nlibrary_name: transformers\ntags:\n- smash\n- pruna\n---\n"
@@ -116,7 +107,7 @@ def default_card(model: PrunaModel, repo_id: str) -> str:
 
 
 def push_to_hub(
-    model: PrunaModel,
+    model: Publishable,
     repo_id: str,
     *,
     token: str | None = None,
@@ -130,7 +121,7 @@ def push_to_hub(
     ``card`` is the README.md: a string or a ``huggingface_hub.ModelCard``; a short default otherwise.
     Files from an earlier push that the new model does not have are deleted in the same commit.
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub import HfApi
 
     validate_repo_id(repo_id)
     api = HfApi(token=token)
@@ -140,11 +131,18 @@ def push_to_hub(
     with tempfile.TemporaryDirectory(prefix="smash-push-") as tmp:
         folder = model.save_pretrained(tmp)
         (folder / "README.md").write_text(str(card) if card is not None else default_card(model, repo_id))
-        local = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        remote = api.list_repo_files(repo_id, revision=revision)
-        operations: list[Any] = [
-            CommitOperationAdd(path_in_repo=f, path_or_fileobj=folder / f) for f in local
-        ]
-        operations += [CommitOperationDelete(f) for f in remote if f not in local and f != ".gitattributes"]
+        operations = replace_with_folder(folder, api.list_repo_files(repo_id, revision=revision))
         info = api.create_commit(repo_id, operations, commit_message=commit_message, revision=revision)
     return str(info.oid)
+
+
+def replace_with_folder(folder: Path, remote_files: Iterable[str]) -> list[Any]:
+    """The operations of ONE commit after which the branch holds exactly ``folder``: every local file
+    added (the client skips unchanged ones), every other remote file deleted (``.gitattributes`` kept).
+    Shared by ``push_to_hub`` and the service's ``HubClient.publish_folder``."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    local = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    operations: list[Any] = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=folder / f) for f in local]
+    operations += [CommitOperationDelete(f) for f in remote_files if f not in local and f != ".gitattributes"]
+    return operations

@@ -31,18 +31,13 @@ from torch import nn
 
 from smash import architectures, compile_cache
 from smash.algorithms.base import SaveMode, SmashContext
+from smash.artifact_files import ARTIFACT_FILE, CODE_SUFFIXES, CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE
 from smash.config import SmashConfig
 from smash.errors import ArtifactError, UnsafeArtifactError
 from smash.ordering import determine_algorithm_order
 from smash.runtime import attached_runtime
 
-CONFIG_FILE = "smash_config.json"
-ARTIFACT_FILE = "smash_artifact.json"
-WEIGHTS_FILE = "model.safetensors"
 ARTIFACT_FORMAT_VERSION = 1
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-# Formats whose loading runs code: never read from a model folder, whatever their name.
-CODE_SUFFIXES = (*PICKLE_SUFFIXES, ".pickle", ".tar", ".zip", ".so", ".dylib", ".dll", ".py", ".pyc")
 
 log = logging.getLogger(__name__)
 _ARTIFACT_KEYS = frozenset({"format_version", "order", "metadata", "aliases", "versions"})

@@ -36,7 +36,7 @@ from registry_db.jobs import Lease, advance_job, complete_job, fail_job, release
 from registry_db.models import BaseModel
 from registry_db.models import Recipe as RecipeRow
 from registry_db.records import record_artifact, record_benchmark_run, set_verification
-from smash.hub import LOADER_PATTERNS
+from smash.artifact_files import LOADER_PATTERNS
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -16,9 +16,9 @@ from torch import nn
 from smash import PrunaModel, SmashConfig, int4_kernel, proximal, registry, smash
 from smash.algorithms.base import SmashContext
 from smash.algorithms.hqq import hqq_quantize
+from smash.artifact_files import PICKLE_SUFFIXES
 from smash.errors import ArtifactError
 from smash.int8_linear import Int8Linear
-from smash.model import PICKLE_SUFFIXES
 from smash.quantized_linear import QuantizedLinear, _pack_words, pack_bits, unpack_bits
 
 # --- parametrized over the registry ----------------------------------------------

@@ -8,6 +8,7 @@ a Q4_1 GGUF (blocks of 32), which 4-bit at group size 32 recovers almost exactly
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,8 @@ import pytest
 import torch
 
 from smash import PrunaModel, SmashConfig, smash
+from smash.artifact_files import PICKLE_SUFFIXES
 from smash.evaluation.quality import chunked_logits
-from smash.model import PICKLE_SUFFIXES
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +107,27 @@ def test_saved_hqq_4bit_is_small_safetensors_and_loads_back_equal(
     window = text_ids[:, :128]
     with torch.no_grad():
         assert torch.equal(loaded(window).logits, hqq4(window).logits)
+
+
+def test_the_int8_cpu_recipe_passes_its_generation_gate_on_smollm2(
+    smollm2: tuple[torch.nn.Module, Any],
+) -> None:
+    """The built-in llama-cpu-int8 recipe as the sync runs it (compiled with dynamo's eager backend here,
+    to spare the inductor compile): greedy generations through its static-cache runtime keep the matching
+    prefix its gate asks for, on the real model, with the chat template."""
+    from pruna_hub.recipes import load_recipes
+    from smash.evaluation import Settings
+    from smash.evaluation.quality import evaluate_quality
+
+    model, tokenizer = smollm2
+    recipe = load_recipes().get("llama-cpu-int8")
+    params = {name: dict(values) for name, values in recipe.smash.items()}
+    params["torch_compile"]["backend"] = "eager"
+    smashed = smash(model, SmashConfig(params), tokenizer=tokenizer)
+    quality = evaluate_quality(
+        model, smashed, Settings(quality_prompts=8, quality_new_tokens=32), tokenizer=tokenizer
+    )
+    assert quality.generation_prefix is not None and quality.generation_agreement is not None
+    quality_gate = dataclasses.replace(recipe.quality_gate, max_decode_ratio=None)  # speed: not timed here
+    assert quality_gate.failures_from(quality.to_dict()) == []
+    assert 0.0 < quality.generation_prefix <= quality.generation_agreement <= 1.0
