@@ -75,6 +75,10 @@ GATE_CHECKS: tuple[GateCheck, ...] = (
     GateCheck("min_cosine", "cosine_min", "pooled-output cosine similarity (min)", True, 1.0),
     # speed: the smashed decode median over the base's; above 1.0 the smashed model is slower
     GateCheck("max_decode_ratio", "decode_ratio", "decode latency ratio to the base", False),
+    # classifiers: share of inputs whose top-1 label the smashed model keeps
+    GateCheck("min_label_agreement", "label_agreement", "top-1 label agreement", True, 1.0),
+    # speed of models that do not decode (encoders, classifiers): smashed forward (TTFT) mean over the base's
+    GateCheck("max_latency_ratio", "latency_ratio", "forward latency ratio to the base", False),
 )
 GATE_FIELDS = tuple(check.field for check in GATE_CHECKS)
 
@@ -94,6 +98,8 @@ class QualityGate:
     max_perplexity_ratio: float | None = None
     min_cosine: float | None = None
     max_decode_ratio: float | None = None
+    min_label_agreement: float | None = None
+    max_latency_ratio: float | None = None
 
     def failures(self, measured: Mapping[str, float | None]) -> list[str]:
         """Why the gate is closed (empty when it passes). A threshold without its measurement fails."""

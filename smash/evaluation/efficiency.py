@@ -7,6 +7,7 @@ the statistics can be checked exactly on synthetic timings.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from smash.evaluation.timing import (
     generate_run,
     greedy_loop,
     runtime_run,
+    synchronize,
     unwrap,
 )
 
@@ -109,26 +111,80 @@ def measurement_device(model: Any, settings: Settings) -> torch.device:
     return device
 
 
-def _runner(path: str) -> Callable[[Any, torch.Tensor, int, torch.device], Timing]:
+def pixel_shape(model: Any) -> tuple[int, int] | None:
+    """(image side, channels) of a vision model, whose config has an image size and channels and no
+    vocabulary; None for models that take token ids."""
+    config = getattr(unwrap(model), "config", None)
+    if isinstance(getattr(config, "vocab_size", None), int):
+        return None
+    size, channels = getattr(config, "image_size", None), getattr(config, "num_channels", None)
+    if isinstance(size, int) and isinstance(channels, int) and size > 0 and channels > 0:
+        return size, channels
+    return None
+
+
+def floating_dtype(model: Any) -> torch.dtype:
+    """The dtype the model's first floating parameter has: what its pixel inputs must be."""
+    return next((p.dtype for p in unwrap(model).parameters() if p.is_floating_point()), torch.float32)
+
+
+@torch.inference_mode()
+def pixel_forward_run(model: Any, pixel_values: torch.Tensor, device: torch.device) -> Timing:
+    """One timed forward pass of a vision model (no decoding)."""
+    synchronize(device)
+    start = time.perf_counter()
+    model(pixel_values=pixel_values)
+    synchronize(device)
+    return Timing(time.perf_counter() - start, (), pixel_values.new_zeros((pixel_values.shape[0], 0)))
+
+
+def _runner(path: str, *, pixels: bool = False) -> Callable[[Any, torch.Tensor, int, torch.device], Timing]:
     if path == "forward":
+        if pixels:
+            return lambda model, values, _n, device: pixel_forward_run(model, values, device)
         return lambda model, ids, _n, device: forward_run(model, ids, device)
     return {"generate": generate_run, "runtime": runtime_run}.get(path, greedy_loop)
 
 
 def _one_run(
-    model: Any, run: Callable[..., Timing], ids: torch.Tensor, new_tokens: int, device: torch.device
+    model: Any,
+    run: Callable[..., Timing],
+    ids: torch.Tensor,
+    new_tokens: int,
+    device: torch.device,
+    prompt_length: int,
 ) -> RunMeasurement:
     before = compile_count()
     with PeakMemoryMeter(device) as meter:
         timing = run(model, ids, new_tokens, device)
     return RunMeasurement(
-        prompt_length=int(ids.shape[1]),
+        prompt_length=prompt_length,
         generation_length=new_tokens,
         ttft_s=timing.ttft_s,
         step_latencies_s=timing.step_latencies_s,
         peak_increase_bytes=meter.increase_bytes,
         compilations=compile_count() - before,
     )
+
+
+def efficiency_inputs(
+    model: Any, settings: Settings, *, tokenizer: Any, device: torch.device
+) -> dict[int, torch.Tensor]:
+    """The timed inputs by prompt length: token ids of each of ``settings.prompt_lengths``, or for a
+    vision model one batch of seeded pixel values, keyed (and recorded) by the image side."""
+    shape = pixel_shape(model)
+    if shape is not None:
+        size, channels = shape
+        generator = torch.Generator().manual_seed(settings.seed)
+        values = torch.rand((settings.batch_size, channels, size, size), generator=generator) * 2 - 1
+        return {size: values.to(device, floating_dtype(model))}
+    vocab = int(getattr(unwrap(model).config, "vocab_size", 256))
+    return {
+        n: efficiency_input_ids(
+            tokenizer, vocab, length=n, batch_size=settings.batch_size, seed=settings.seed
+        ).to(device)
+        for n in settings.prompt_lengths
+    }
 
 
 def measure_efficiency(
@@ -142,22 +198,17 @@ def measure_efficiency(
     """Warm up at the first (prompt, generation) length, then time every length of the sweep."""
     device = measurement_device(model, settings)
     path = choose_decode_path(model, settings)
-    run = _runner(path)
-    vocab = int(getattr(unwrap(model).config, "vocab_size", 256))
+    run = _runner(path, pixels=pixel_shape(model) is not None)
     gen_lengths = (0,) if path == "forward" else settings.generation_lengths
-    inputs = {
-        n: efficiency_input_ids(
-            tokenizer, vocab, length=n, batch_size=settings.batch_size, seed=settings.seed
-        ).to(device)
-        for n in settings.prompt_lengths
-    }
+    inputs = efficiency_inputs(model, settings, tokenizer=tokenizer, device=device)
+    first = next(iter(inputs.values()))
     before = compile_count()
     for _ in range(settings.warmup_runs):
-        run(model, inputs[settings.prompt_lengths[0]], gen_lengths[0], device)
+        run(model, first, gen_lengths[0], device)
     warmup_compilations = compile_count() - before
     runs = [
-        _one_run(model, run, inputs[p], g, device)
-        for p in settings.prompt_lengths
+        _one_run(model, run, ids, g, device, p)
+        for p, ids in inputs.items()
         for g in gen_lengths
         for _ in range(settings.measured_runs)
     ]

@@ -27,5 +27,6 @@ QUALITY_METRICS: tuple[QualityMetric, ...] = (
     QualityMetric("perplexity_smashed", "Perplexity of the smashed model", False),
     QualityMetric("cosine_mean", "Pooled-output cosine similarity with the base, mean", True),
     QualityMetric("cosine_min", "Pooled-output cosine similarity with the base, min", True),
+    QualityMetric("label_agreement", "Top-1 label agreement with the base (classifiers)", True),
 )
 QUALITY_LABELS: dict[str, str] = {m.key: m.label for m in QUALITY_METRICS}

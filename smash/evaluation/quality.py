@@ -5,8 +5,10 @@ both, through the paths users call, compiled graphs included) and where it matte
 the positions that predict the base model's own greedy continuation of each prompt (teacher-forced, so
 both models see the same context). KL is
 KL(base || smashed) of the full next-token distributions, in float64. Perplexity on an evaluation text
-uses non-overlapping windows. Models without a language-model head are compared by the cosine similarity
-of their mean-pooled last hidden states.
+uses non-overlapping windows. Models without a language-model head (encoders, classifiers) are compared
+on the prompt set, padded in batches, or on seeded images for vision models: by the cosine similarity
+of their last hidden states mean-pooled over the attention mask (as sentence-transformers pools), and,
+where the model has a classification head, by the agreement of their top-1 labels.
 
 ``Settings.quality_eager`` (default) runs the teacher-forced forwards with compiled graphs bypassed
 (``torch.compiler.set_stance("force_eager")``): every prompt has a different length, and a compiled
@@ -25,12 +27,15 @@ from typing import Any
 import torch
 
 from smash.errors import EvaluationInputError
-from smash.evaluation.efficiency import has_lm_head, model_device
+from smash.evaluation.efficiency import floating_dtype, has_lm_head, model_device, pixel_shape
 from smash.evaluation.generation import GenerationComparison, compare_generations
 from smash.evaluation.prompts import load_prompts, quality_prompt_ids
 from smash.evaluation.report import QualityReport
 from smash.evaluation.settings import Settings
 from smash.evaluation.timing import make_cache, unwrap
+
+ENCODER_BATCH = 8  # inputs per forward when encoders and classifiers are compared
+QUALITY_IMAGES = 32  # seeded images for a vision model when settings.quality_prompts is unset
 
 
 @contextlib.contextmanager
@@ -187,18 +192,29 @@ def _perplexities(
     return base_ppl, smashed_ppl, tokens
 
 
-@torch.inference_mode()
-def _pooled(model: Any, ids: list[int]) -> torch.Tensor:
-    tensor = torch.tensor([ids], device=model_device(model))
-    out = model(input_ids=tensor, attention_mask=torch.ones_like(tensor))
-    hidden = getattr(out, "last_hidden_state", None)
-    if hidden is None:
-        hidden = out[0]
-    return hidden[0].to(torch.float64).mean(0).cpu()
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(batch, positions, hidden) -> (batch, hidden) in float64: the mean over the real positions only
+    (sentence-transformers' mean pooling), so padding never moves an embedding."""
+    hidden = hidden.to(torch.float64)
+    if mask is None:
+        return hidden.mean(1)
+    weights = mask.to(device=hidden.device, dtype=torch.float64)[..., None]
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
-def _encoder(base: Any, smashed: Any, settings: Settings, tokenizer: Any) -> QualityReport:
-    vocab = int(getattr(unwrap(base).config, "vocab_size", 256))
+def _padded(prompts: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids and their attention mask, as a tokenizer pads a batch."""
+    ids = torch.full((len(prompts), max(len(p) for p in prompts)), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, : len(prompt)] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, : len(prompt)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _token_batches(base: Any, settings: Settings, tokenizer: Any) -> list[dict[str, torch.Tensor]]:
+    config: Any = unwrap(base).config
+    vocab = int(getattr(config, "vocab_size", 256))
     if tokenizer is not None:
         texts = load_prompts()[: settings.quality_prompts]
         prompts = [[int(i) for i in tokenizer(t)["input_ids"]] for t in texts]
@@ -206,16 +222,78 @@ def _encoder(base: Any, smashed: Any, settings: Settings, tokenizer: Any) -> Qua
         prompts = quality_prompt_ids(
             None, vocab, count=settings.quality_prompts, chat=False, seed=settings.seed
         )
-    cosines = [
-        float(torch.nn.functional.cosine_similarity(_pooled(base, ids), _pooled(smashed, ids), dim=0))
-        for ids in prompts
-    ]
+    pad = getattr(config, "pad_token_id", None)
+    pad = pad if isinstance(pad, int) and 0 <= pad < vocab else 0
+    return [_padded(prompts[i : i + ENCODER_BATCH], pad) for i in range(0, len(prompts), ENCODER_BATCH)]
+
+
+def _pixel_batches(settings: Settings, size: int, channels: int) -> list[dict[str, torch.Tensor]]:
+    """Seeded images in [-1, 1] (the range of a normalized image), ``quality_prompts`` of them."""
+    count = settings.quality_prompts or QUALITY_IMAGES
+    generator = torch.Generator().manual_seed(settings.seed)
+    images = torch.rand((count, channels, size, size), generator=generator) * 2 - 1
+    return [{"pixel_values": chunk} for chunk in images.split(ENCODER_BATCH)]
+
+
+def encoder_batches(base: Any, settings: Settings, tokenizer: Any) -> list[dict[str, torch.Tensor]]:
+    """The inputs both models see: the prompt set, padded in batches with an attention mask; or, for
+    vision models (``config.image_size`` and ``num_channels``, no vocabulary), seeded pixel values."""
+    shape = pixel_shape(base)
+    if shape is not None:
+        return _pixel_batches(settings, *shape)
+    return _token_batches(base, settings, tokenizer)
+
+
+def _on(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch on the model's device, pixel values in the model's floating dtype (a half model's conv
+    refuses float32 input)."""
+    device, dtype = model_device(model), floating_dtype(model)
+    return {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in batch.items()}
+
+
+@torch.inference_mode()
+def encoder_outputs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(mask-weighted mean of the last hidden states, float64 logits or None when the model has no head)."""
+    inputs = _on(model, batch)
+    out = model(**inputs, output_hidden_states=True)
+    hidden = getattr(out, "last_hidden_state", None)
+    if hidden is None:
+        states = getattr(out, "hidden_states", None)
+        hidden = states[-1] if states else out[0]
+    logits = getattr(out, "logits", None)
+    pooled = masked_mean(hidden, inputs.get("attention_mask")).cpu()
+    return pooled, None if logits is None else logits.to(torch.float64).cpu()
+
+
+def top1_labels(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """One label per input (sequence or image classification), or per real token (token classification)."""
+    labels = logits.argmax(-1)
+    if labels.dim() == 2 and mask is not None and mask.shape == labels.shape:
+        return labels[mask.bool()]
+    return labels.reshape(-1)
+
+
+def _encoder(base: Any, smashed: Any, settings: Settings, tokenizer: Any) -> QualityReport:
+    """Cosine of the pooled last hidden states per input; with a classification head, also the share of
+    inputs whose top-1 label the smashed model keeps."""
+    cosines: list[torch.Tensor] = []
+    agreements: list[torch.Tensor] = []
+    for batch in encoder_batches(base, settings, tokenizer):
+        base_pooled, base_logits = encoder_outputs(base, batch)
+        smashed_pooled, smashed_logits = encoder_outputs(smashed, batch)
+        cosines.append(torch.nn.functional.cosine_similarity(base_pooled, smashed_pooled, dim=-1))
+        if base_logits is not None and smashed_logits is not None:
+            mask = batch.get("attention_mask")
+            agreements.append(top1_labels(base_logits, mask) == top1_labels(smashed_logits, mask))
+    cosine = torch.cat(cosines)
+    agree = torch.cat(agreements) if agreements else None
     return QualityReport(
-        kind="encoder",
-        prompts=len(prompts),
-        positions=len(prompts),
-        cosine_mean=sum(cosines) / len(cosines),
-        cosine_min=min(cosines),
+        kind="encoder" if agree is None else "classifier",
+        prompts=int(cosine.numel()),
+        positions=int(cosine.numel() if agree is None else agree.numel()),
+        cosine_mean=float(cosine.mean()),
+        cosine_min=float(cosine.min()),
+        label_agreement=None if agree is None else float(agree.double().mean()),
     )
 
 

@@ -141,7 +141,9 @@ class QualityReport:
     base model's own greedy continuation. ``generation_*``: greedy ``generate`` of both models compared
     token by token (``smash.evaluation.generation``): mean token agreement, mean matching-prefix
     fraction, share of prompts generated identically, over ``generation_new_tokens`` new tokens.
-    Encoders: ``cosine_mean``/``cosine_min`` of mean-pooled outputs.
+    Encoders and classifiers: ``cosine_mean``/``cosine_min`` of the last hidden states mean-pooled over
+    the attention mask; with a classification head, ``label_agreement`` = share of inputs (images,
+    sequences, or real tokens for token classification) whose top-1 label the smashed model keeps.
     """
 
     kind: str
@@ -159,6 +161,7 @@ class QualityReport:
     generation_prefix: float | None = None
     generation_exact: float | None = None
     generation_new_tokens: int | None = None
+    label_agreement: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
