@@ -13,6 +13,7 @@ catalogue's size.
 from __future__ import annotations
 
 import math
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,7 +60,9 @@ def open_read_only(url: str | URL | None, *, namespace: str = DEFAULT_NAMESPACE)
 
     Raises ``CatalogueMissingError`` (no file, or no tables: both name `pruna-hub db upgrade`),
     ``SchemaBehindError`` (names `pruna-hub db upgrade`), ``SchemaAheadError``, ``DatabaseURLError`` or
-    ``DatabaseUnreachableError``; nothing is created in any case.
+    ``DatabaseUnreachableError``; nothing is created in any case. After the schema check, SQLite
+    connections open the file with ``mode=ro`` (a file deleted meanwhile is an error, not a new empty
+    catalogue) and PostgreSQL sessions default to read-only transactions.
     """
     parsed = resolve_url(url)
     kwargs: dict[str, Any] = {}
@@ -67,17 +70,16 @@ def open_read_only(url: str | URL | None, *, namespace: str = DEFAULT_NAMESPACE)
         kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
     catalogue = Catalogue.open(parsed, namespace=namespace, read_only=True, **kwargs)
     if catalogue.engine.dialect.name == "sqlite":
-        event.listen(catalogue.engine, "connect", _sqlite_query_only)
+        event.listen(catalogue.engine, "do_connect", _sqlite_read_only)
         catalogue.engine.dispose()  # the connection the schema check pooled predates the listener
     return catalogue
 
 
-def _sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA query_only = ON")
-    finally:
-        cursor.close()
+def _sqlite_read_only(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+    """Open the file through a ``mode=ro`` URI: SQLite then neither writes nor creates it."""
+    if cargs and isinstance(cargs[0], str) and not cargs[0].startswith("file:"):
+        cargs[0] = f"file:{urllib.parse.quote(cargs[0])}?mode=ro"
+        cparams["uri"] = True
 
 
 # --- the list -----------------------------------------------------------------------------------------------
@@ -487,7 +489,8 @@ def _siblings(session: Session, base_model_id: int, namespace: str) -> list[Arti
     )
     rows = list(session.execute(query.order_by(Artifact.id)))
     metrics = _artifact_metrics(session, [r.id for r in rows], [n for n, _ in LIST_METRICS])
-    return [_row(r, _algorithms(session, {r.recipe_id for r in rows}), metrics) for r in rows]
+    algorithms = _algorithms(session, {r.recipe_id for r in rows})
+    return [_row(r, algorithms, metrics) for r in rows]
 
 
 # --- comparison ---------------------------------------------------------------------------------------------
@@ -606,8 +609,6 @@ def _best_index(values: Sequence[float | None], higher: bool) -> int | None:
 
 
 # --- discovery log ------------------------------------------------------------------------------------------
-
-LOG_STATES = ("discovered", "queued", "skipped", "failed")
 
 
 def discovery_log(

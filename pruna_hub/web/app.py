@@ -32,6 +32,7 @@ from typing import Any
 
 import jinja2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -223,8 +224,8 @@ def healthz(site: Site, _request: Request) -> Response:
         status = schema_status(site.catalogue.engine)
         with site.catalogue.read_session() as session:
             last = browse.last_discovery_at(session, namespace=site.namespace)
-    except CatalogueError as e:
-        body |= {"status": "error", "error": str(e), "schema": None, "last_discovery_at": None}
+    except (CatalogueError, DBAPIError) as e:
+        body |= {"status": "error", "error": _first_line(e), "schema": None, "last_discovery_at": None}
         body["database"]["reachable"] = False
         return JSONResponse(body, status_code=503)
     at_head = status.state is SchemaState.CURRENT
@@ -246,6 +247,11 @@ def metrics(site: Site, _request: Request) -> Response:
             )
 
     return Response(generate_latest(scrape_registry(read)), media_type=CONTENT_TYPE_LATEST)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return (text.splitlines() or [type(error).__name__])[0]
 
 
 # --- query parameters ---------------------------------------------------------------------------------------

@@ -163,7 +163,6 @@ def submit_filters(driver: Any, **fields: str) -> None:
     """Fill the list's filter form as a user would, submit it, wait for the new page."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.select import Select
-    from selenium.webdriver.support.ui import WebDriverWait
 
     for name, value in fields.items():
         element = driver.find_element(By.ID, name)
@@ -172,10 +171,21 @@ def submit_filters(driver: Any, **fields: str) -> None:
         else:
             element.clear()
             element.send_keys(value)
-    old = driver.find_element(By.ID, "count")
-    driver.find_element(By.ID, "apply").click()
-    WebDriverWait(driver, 10).until(lambda d: _stale(old))
-    assert not console_errors(driver)
+    navigate_by_click(driver, driver.find_element(By.ID, "apply"))
+
+
+def navigate_by_click(driver: Any, element: Any) -> None:
+    """Click a link or button and wait until the next page has replaced this one (no console errors)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 20).until(
+        lambda d: _stale(old) and d.execute_script("return document.readyState") == "complete"
+    )
+    errors = console_errors(driver)
+    assert not errors, f"console errors on {driver.current_url}: {errors}"
 
 
 def _stale(element: Any) -> bool:
@@ -230,8 +240,7 @@ def test_artifact_page(driver: Any, site: Site) -> None:
     from selenium.webdriver.common.by import By
 
     visit(driver, site.url + "/")
-    driver.find_element(By.LINK_TEXT, "smashed/qwen-llama-int8").click()
-    assert not console_errors(driver)
+    navigate_by_click(driver, driver.find_element(By.LINK_TEXT, "smashed/qwen-llama-int8"))
     assert driver.find_element(By.ID, "artifact-title").text.startswith("smashed/qwen-llama-int8")
     metrics = table(driver, "metrics")
     assert metrics["decode_latency_ms"] == [
@@ -264,8 +273,7 @@ def test_comparison(driver: Any, site: Site) -> None:
 
     hqq = site.artifact_id("smashed/llama-a-llama-hqq-4bit")
     visit(driver, f"{site.url}/artifacts/{hqq}")
-    driver.find_element(By.ID, "compare-link").click()
-    assert not console_errors(driver)
+    navigate_by_click(driver, driver.find_element(By.ID, "compare-link"))
     headings = [th.text.split("\n")[0] for th in driver.find_elements(By.CSS_SELECTOR, "#comparison th")]
     assert headings == ["Metric", "Base", "smashed/llama-a-llama-hqq-4bit", "smashed/llama-a-llama-int8"]
     rows = table(driver, "comparison")
@@ -277,8 +285,7 @@ def test_comparison(driver: Any, site: Site) -> None:
     screenshot(driver, "compare", site)
 
     driver.find_elements(By.CSS_SELECTOR, "#pick input[type=checkbox]")[1].click()  # drop int8
-    driver.find_element(By.CSS_SELECTOR, "#pick button").click()
-    assert not console_errors(driver)
+    navigate_by_click(driver, driver.find_element(By.CSS_SELECTOR, "#pick button"))
     assert len(driver.find_elements(By.CSS_SELECTOR, "#comparison thead th")) == 3
 
 
@@ -293,8 +300,7 @@ def test_discovery_log(driver: Any, site: Site) -> None:
     assert reasons["failed"] == "QualityGateError: top1_agreement 0.41 < 0.9"
     assert "never" not in driver.find_element(By.ID, "last-pass").text
     screenshot(driver, "discovery", site)
-    driver.find_element(By.PARTIAL_LINK_TEXT, "skipped 1").click()
-    assert not console_errors(driver)
+    navigate_by_click(driver, driver.find_element(By.PARTIAL_LINK_TEXT, "skipped 1"))
     assert [row[1] for row in table(driver, "jobs").values()] == ["org/gated @ddddddd"]
 
 
@@ -359,10 +365,6 @@ def test_endpoints_answer_with_status_and_type(site: Site) -> None:
 
 def test_plot_and_card_when_the_catalogue_knows_them(catalogue: Catalogue) -> None:
     """A published benchmark.png is shown from the Hub given --hub-url; a recorded card text is shown."""
-    import asyncio
-
-    import httpx2
-
     from registry_db.records import record_artifact, record_benchmark_run
 
     with catalogue.session() as session:
@@ -383,18 +385,11 @@ def test_plot_and_card_when_the_catalogue_knows_them(catalogue: Catalogue) -> No
         artifact_id = artifact.id
     url = catalogue.engine.url.render_as_string(hide_password=False)
     app = create_app(url, namespace=catalogue.namespace, hub_url="http://hub.test/")
-
-    async def get(path: str) -> str:
-        transport = httpx2.ASGITransport(app=app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://ui.test") as client:
-            response = await client.get(path)
-            assert response.status_code == 200, response.text
-            return response.text
-
     try:
-        page = asyncio.run(get(f"/artifacts/{artifact_id}"))
+        code, page = asgi_get(app, f"/artifacts/{artifact_id}")
     finally:
         app.state.catalogue.dispose()
+    assert code == 200, page
     assert f'src="http://hub.test/{repo}/resolve/{sha}/benchmark.png"' in page
     assert "# llama-a smashed\n&lt;script&gt;alert(1)&lt;/script&gt;" in page  # untrusted: escaped
     assert "<script>" not in page
@@ -406,6 +401,37 @@ def test_the_app_cannot_write(site: Site) -> None:
     with pytest.raises(DBAPIError, match=r"(?i)read.?only"), catalogue.read_session() as session:
         session.execute(text("UPDATE jobs SET attempts = attempts + 1"))
         session.commit()
+
+
+def asgi_get(app: Any, path: str) -> tuple[int, str]:
+    """One request straight to the ASGI app (no server, no lifespan)."""
+    import asyncio
+
+    import httpx2
+
+    async def get() -> tuple[int, str]:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://ui.test") as client:
+            response = await client.get(path)
+            return response.status_code, response.text
+
+    return asyncio.run(get())
+
+
+def test_a_catalogue_gone_meanwhile_is_unhealthy_not_recreated(sqlite_template: Path, tmp_path: Path) -> None:
+    path = tmp_path / "catalogue.db"
+    shutil.copyfile(sqlite_template, path)
+    app = create_app(f"sqlite:///{path}")
+    try:
+        assert asgi_get(app, "/healthz")[0] == 200
+        app.state.catalogue.dispose()
+        path.rename(tmp_path / "moved.db")
+        code, body = asgi_get(app, "/healthz")
+    finally:
+        app.state.catalogue.dispose()
+    health = json.loads(body)
+    assert code == 503 and health["database"]["reachable"] is False and "cannot connect" in health["error"]
+    assert not path.exists()
 
 
 def test_missing_catalogue_is_refused_and_not_created(tmp_path: Path) -> None:
