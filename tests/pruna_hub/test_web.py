@@ -395,6 +395,41 @@ def test_plot_and_card_when_the_catalogue_knows_them(catalogue: Catalogue) -> No
     assert "<script>" not in page
 
 
+def test_list_pages(site: Site) -> None:
+    first = fetch(site.url + "/?limit=3")[2]
+    second = fetch(site.url + "/?limit=3&offset=3")[2]
+    assert first.count('class="artifact-row"') == 3 and second.count('class="artifact-row"') == 1
+    assert 'id="next" href="?limit=3&amp;offset=3"' in first and 'id="next"' not in second
+    assert "4 artifacts match; showing 4-4." in second
+
+
+def test_the_cli_serves_the_catalogue(catalogue: Catalogue, backend: str) -> None:
+    """`pruna-hub ui` as a user starts it: a process that listens, answers /healthz, and stops on SIGTERM."""
+    import subprocess
+    import sys
+
+    url = catalogue.engine.url.render_as_string(hide_password=False)
+    port = free_port()
+    command = [sys.executable, "-c", "from pruna_hub.cli import main; main()", "ui", "--port", str(port)]
+    command += ["--database-url", url, "--namespace", catalogue.namespace]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                code, _, body = fetch(f"http://127.0.0.1:{port}/healthz")
+                break
+            except urllib.error.URLError:
+                assert process.poll() is None, process.communicate()[1]
+                assert time.monotonic() < deadline, "pruna-hub ui did not start listening"
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert code == 200 and json.loads(body)["schema"]["at_head"] is True
+    assert f"on http://127.0.0.1:{port}/" in stderr
+
+
 def test_the_app_cannot_write(site: Site) -> None:
     """Read-only down to the database: SQLite's query_only, PostgreSQL's read-only transactions."""
     catalogue = site.app.state.catalogue
