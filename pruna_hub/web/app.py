@@ -107,6 +107,7 @@ def create_app(
         NotFoundError: _handler(site, 404),
         DatabaseUnreachableError: _handler(site, 503),
         CatalogueError: _handler(site, 500),
+        DBAPIError: _handler(site, 503),  # e.g. a SQLite file removed while the UI runs
     }
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.catalogue = catalogue
@@ -136,7 +137,7 @@ def _page(site: Site, endpoint: Callable[[Site, Request], Response]) -> Callable
 def _handler(site: Site, status: int | None) -> Callable[[Request, Exception], Response]:
     def handle(request: Request, error: Exception) -> Response:
         code = status or (error.status_code if isinstance(error, HTTPException) else 500)
-        message = error.detail if isinstance(error, HTTPException) else str(error)
+        message = error.detail if isinstance(error, HTTPException) else _first_line(error)
         return site.render(request, "error.html", status_code=code, code=code, message=message)
 
     return handle

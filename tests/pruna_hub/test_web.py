@@ -462,10 +462,12 @@ def test_a_catalogue_gone_meanwhile_is_unhealthy_not_recreated(sqlite_template: 
         app.state.catalogue.dispose()
         path.rename(tmp_path / "moved.db")
         code, body = asgi_get(app, "/healthz")
+        page_code, page = asgi_get(app, "/")
     finally:
         app.state.catalogue.dispose()
     health = json.loads(body)
     assert code == 503 and health["database"]["reachable"] is False and "cannot connect" in health["error"]
+    assert page_code == 503 and "unable to open database file" in page
     assert not path.exists()
 
 
