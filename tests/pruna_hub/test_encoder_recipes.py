@@ -20,6 +20,7 @@ from pruna_hub.sync.steps import evaluation_settings
 from smash import PrunaModel, smash
 from smash.architectures import load_pretrained
 from smash.evaluation import Settings, evaluate
+from smash.evaluation.prompts import load_prompts
 from smash.evaluation.quality import encoder_batches, encoder_outputs, evaluate_quality
 
 # (config class, bare encoder class) of each family bert-cpu-int8 serves
@@ -34,7 +35,7 @@ SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The 
 
 
 def recipe(name: str) -> Recipe:
-    return next(r for r in load_recipes() if r.name == name)
+    return load_recipes().get(name)
 
 
 def quality_failures(gate: QualityGate, quality: dict[str, Any]) -> list[str]:
@@ -105,6 +106,7 @@ def test_encoder_recipes_gate_quality_and_forward_speed_not_decoding() -> None:
 # --- the recipes on tiny random models, with their own evaluation settings --------------------------------
 
 
+@pytest.mark.slow  # the recipe's full timing: 2 x 12 forwards per model, a collected heap each
 def test_bert_cpu_int8_through_its_own_evaluation_settings() -> None:
     chosen = recipe("bert-cpu-int8")
     base = tiny_encoder("bert")
@@ -165,7 +167,7 @@ def test_real_minilm_keeps_its_sentence_embeddings_under_bert_cpu_int8(
     assert chosen.matches(profile_of(base.config), "cpu")
     smashed = smash(base, chosen.smash_config(), tokenizer=tokenizer)
     quality = evaluate_quality(base, smashed, evaluation_settings(chosen), tokenizer=tokenizer)
-    assert quality.kind == "encoder" and quality.prompts == 40  # the whole shipped prompt set
+    assert quality.kind == "encoder" and quality.prompts == len(load_prompts())  # the whole set
     assert quality.cosine_min is not None and quality.cosine_min >= 0.99
     assert quality_failures(chosen.quality_gate, quality.to_dict()) == []
     smashed.save_pretrained(tmp_path / "minilm")
@@ -182,5 +184,5 @@ def test_real_minilm_embeds_meaning_and_its_prompts_are_padded_batches(
     paraphrase, unrelated = float(vectors[0] @ vectors[1]), float(vectors[0] @ vectors[2])
     assert paraphrase > 0.6 > unrelated
     batches = encoder_batches(base, Settings(), tokenizer)
-    assert sum(b["input_ids"].shape[0] for b in batches) == 40
+    assert sum(b["input_ids"].shape[0] for b in batches) == len(load_prompts())
     assert any((b["attention_mask"] == 0).any() for b in batches)
