@@ -384,43 +384,74 @@ class HubClient:
             lambda: self.api.create_tag(repo_id, tag=tag, revision=revision, exist_ok=True),
         )
 
+    def head(self, repo_id: str) -> str:
+        """The commit ``main`` points at now."""
+        return str(self.model_info(repo_id).sha)
+
     def publish_folder(
-        self, repo_id: str, folder: str | Path, *, tag: str, commit_message: str, private: bool = False
+        self,
+        repo_id: str,
+        folder: str | Path,
+        *,
+        tag: str,
+        commit_message: str,
+        private: bool = False,
+        fence: Callable[[], None] | None = None,
     ) -> Publication:
         """Make ``main`` hold exactly ``folder`` in ONE commit and tag it (tag = the base revision).
 
-        Re-running with the same folder creates no commit (the client skips unchanged files) and finds the
-        tag in place; a tag that already points elsewhere is a ``HubConflictError``.
+        The commit names the head it was built on as its parent, so a commit made by anyone since then
+        is a 412 (``HubConflictError``), never silently built upon; ``fence`` runs right before each
+        commit attempt (the sync checks there that it still holds the job's lease). Re-running with the
+        same folder creates no commit (the client skips unchanged files) and finds the tag in place; a tag
+        that already points elsewhere is a ``HubConflictError``.
         """
         folder = Path(folder)
         self.call(
             "create_repo", repo_id, lambda: self.api.create_repo(repo_id, private=private, exist_ok=True)
         )
+        parent = self.head(repo_id)
         remote = self.call(
-            "list_files", repo_id, lambda: self.api.list_repo_files(repo_id), retried_by_client=True
+            "list_files",
+            repo_id,
+            lambda: self.api.list_repo_files(repo_id, revision=parent),
+            retried_by_client=True,
         )
         from smash.hub import replace_with_folder  # here: importing smash loads torch
 
-        info = self.call(  # operations built anew for each attempt: they carry their upload state
-            "create_commit",
-            repo_id,
-            lambda: self.api.create_commit(
-                repo_id, replace_with_folder(folder, remote), commit_message=commit_message
-            ),
-        )
-        sha = str(info.oid)
-        existing = self.tag_target(repo_id, tag)
-        if existing is None:
+        def commit() -> Any:  # operations built anew for each attempt: they carry their upload state
+            if fence is not None:
+                fence()
+            return self.api.create_commit(
+                repo_id,
+                replace_with_folder(folder, remote),
+                commit_message=commit_message,
+                parent_commit=parent,
+            )
+
+        sha = str(self.call("create_commit", repo_id, commit).oid)
+        created = self._tag_once(repo_id, tag, sha)
+        return Publication(repo_id, sha, tag, tag_created=created)
+
+    def _tag_once(self, repo_id: str, tag: str, sha: str, *, tries: int = 3) -> bool:
+        """Point ``tag`` at ``sha`` unless it already does; True when this call created it. A 409 whose
+        tag is not there afterwards (a transient conflict, an answer lost) is tried again."""
+        for _ in range(tries):
+            existing = self.tag_target(repo_id, tag)
+            if existing == sha:
+                return False
+            if existing is not None:
+                raise HubConflictError(
+                    "create_tag",
+                    repo_id,
+                    f"tag {tag} already points at {existing}, not {sha}",
+                    "Publish under a new tag, or delete the old one first.",
+                )
             try:
                 self.call("create_tag", repo_id, lambda: self.api.create_tag(repo_id, tag=tag, revision=sha))
-            except HubConflictError:  # an earlier attempt whose answer was lost may have created it
-                if self.tag_target(repo_id, tag) != sha:
-                    raise
-        elif existing != sha:
-            raise HubConflictError(
-                "create_tag",
-                repo_id,
-                f"tag {tag} already points at {existing}, not {sha}",
-                "Publish under a new tag, or delete the old one first.",
-            )
-        return Publication(repo_id, sha, tag, tag_created=existing is None)
+                return True
+            except HubConflictError:
+                continue
+        raise HubConflictError(
+            "create_tag", repo_id, f"tag {tag} could not be created in {tries} tries", "Retry the job later."
+        )

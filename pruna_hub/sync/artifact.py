@@ -129,6 +129,7 @@ def verify_artifact(
     measured against the base. Without (a crash-resumed job adopting an earlier commit), it must generate
     from every prompt.
     """
+    from pruna_hub.hub_client import translate
     from smash import PrunaModel
     from smash.errors import SmashError
     from smash.evaluation.generation import greedy_tokens, score
@@ -142,7 +143,12 @@ def verify_artifact(
         tokenizer = reference[1] if reference is not None else loaded.tokenizer
         prompts = quality_prompt_ids(tokenizer, vocab, count=VERIFY_PROMPTS, chat=False, seed=0)
         generated = [greedy_tokens(loaded, p, VERIFY_NEW_TOKENS) for p in prompts]
-    except (SmashError, HubError, OSError) as e:
+    except Exception as e:
+        hub_error = e if isinstance(e, HubError) else translate(e, operation="verify", repo_id=repo_id)
+        if hub_error is not None and hub_error.retryable:  # the Hub, not the model: the job is retried,
+            raise hub_error from e  # and the rerun adopts the tagged commit and verifies it again
+        if not isinstance(e, SmashError | HubError | OSError):
+            raise
         return False, f"loading {repo_id}@{commit_sha[:12]} and generating failed: {type(e).__name__}: {e}"
     if not all(generated):
         return False, "the loaded model generated nothing for some prompts"

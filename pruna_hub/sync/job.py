@@ -18,13 +18,21 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pruna_hub.errors import HubError, HubNotFoundError, HubRateLimitedError, JobPlanError, QualityGateError
+from pruna_hub.errors import (
+    HubConflictError,
+    HubError,
+    HubNotFoundError,
+    HubRateLimitedError,
+    JobPlanError,
+    QualityGateError,
+)
 from pruna_hub.recipes import Recipe
 from pruna_hub.sync.artifact import build_artifact_folder, evaluation_metrics, verify_artifact
 from pruna_hub.sync.context import SyncContext
@@ -32,7 +40,7 @@ from pruna_hub.sync.fallback import queue_next_tied
 from pruna_hub.sync.heartbeat import Heartbeat
 from pruna_hub.sync.plan import Plan, commit_title, publication_tag
 from registry_db.errors import CatalogueError, LeaseLostError
-from registry_db.jobs import Lease, advance_job, complete_job, fail_job, release_job
+from registry_db.jobs import Lease, advance_job, complete_job, fail_job, release_job, renew_lease
 from registry_db.models import BaseModel
 from registry_db.models import Recipe as RecipeRow
 from registry_db.records import record_artifact, record_benchmark_run, set_verification
@@ -147,8 +155,11 @@ def _execute(ctx: SyncContext, plan: Plan, heartbeat: Heartbeat, outcome: JobOut
         ctx.report(f"job {plan.job_id}: {plan.target_repo_id} already holds {plan.tag}; adopting it")
         _adopt(ctx, plan, heartbeat.lease, existing, outcome)
         return
-    workdir = ctx.settings.resolved_work_dir() / f"job-{plan.job_id}"
-    shutil.rmtree(workdir, ignore_errors=True)
+    # One folder per attempt: a stale worker resuming after its lease expired cleans up its own files,
+    # never those of the worker that took the job over (they once shared work/job-<id>).
+    root = ctx.settings.resolved_work_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"job-{plan.job_id}-attempt-{heartbeat.lease.attempt}-", dir=root))
     try:
         _smash_and_publish(ctx, plan, heartbeat, workdir, outcome)
     finally:
@@ -178,16 +189,37 @@ def _smash_and_publish(
     ctx.write(lambda session: advance_job(session, heartbeat.lease, "benchmarked"))
     build_artifact_folder(ctx, plan, smashed, report, folder)
     ctx.report(f"job {plan.job_id}: publishing {plan.target_repo_id}")
+    try:
+        sha = _publish(ctx, plan, heartbeat, folder)
+    except HubConflictError:
+        # main moved since its head was read: most likely a worker that took this job over published.
+        _fence(ctx, heartbeat)  # LeaseLostError if so: stop here, their publication stands
+        existing = _published_commit(ctx, plan)
+        if existing is not None:
+            _adopt(ctx, plan, heartbeat.lease, existing, outcome)
+            return
+        sha = _publish(ctx, plan, heartbeat, folder)  # someone else's commit: once more, on the new head
+    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+    _finish(ctx, plan, heartbeat.lease, sha, files, outcome, reference=(smashed, tokenizer))
+
+
+def _fence(ctx: SyncContext, heartbeat: Heartbeat) -> None:
+    """Renew the lease now, in its own transaction: LeaseLostError when another worker holds the job."""
+    heartbeat.lease = ctx.write(
+        lambda session: renew_lease(session, heartbeat.lease, lease_for=ctx.lease_for)
+    )
+
+
+def _publish(ctx: SyncContext, plan: Plan, heartbeat: Heartbeat, folder: Path) -> str:
+    """One commit fenced by the lease: checked right before it, on the head read just before that."""
     publication = ctx.hub.publish_folder(
         plan.target_repo_id,
         folder,
         tag=plan.tag,
         commit_message=commit_title(plan),
+        fence=lambda: _fence(ctx, heartbeat),
     )
-    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
-    _finish(
-        ctx, plan, heartbeat.lease, publication.commit_sha, files, outcome, reference=(smashed, tokenizer)
-    )
+    return publication.commit_sha
 
 
 def _adopt(ctx: SyncContext, plan: Plan, lease: Lease, commit_sha: str, outcome: JobOutcome) -> None:

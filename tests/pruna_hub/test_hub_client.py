@@ -203,7 +203,6 @@ def test_recoverable_fault_is_retried_to_success(
         ("model_info", "model_info"),
         ("list_new_models", "list_models"),
         ("publish_folder", "commit"),
-        ("publish_folder", "tag"),
     ],
 )
 def test_conflicts_surface_as_conflict(
@@ -220,6 +219,43 @@ def test_conflicts_surface_as_conflict(
     with pytest.raises(HubConflictError):
         CALLS[call][0](client, tmp_path)
     assert sleeps == []  # a conflict needs a decision, not a retry
+
+
+@pytest.mark.parametrize("status", [409, 412])
+def test_a_transient_conflict_on_the_tag_is_tried_again_and_a_persistent_one_surfaces(
+    status: int, client: HubClient, hub: LocalHub, tmp_path: Path
+) -> None:
+    """A 409 whose tag is not there afterwards was transient (or its answer was lost): look and try
+    again, up to three times; the publication is still one commit with one tag."""
+    seed(client, "meta/base")
+    hub.faults.add("tag", status, times=2)
+    _publish(client, tmp_path)
+    hub.faults.add("tag", status, times=3)
+    with pytest.raises(HubConflictError, match="could not be created in 3 tries"):
+        client.publish_folder("PrunaAI/other", artifact(tmp_path / "o"), tag="base-1", commit_message="m")
+
+
+def test_a_commit_on_a_moved_head_is_a_conflict_and_the_fence_runs_before_it(
+    client: HubClient, hub: LocalHub, tmp_path: Path
+) -> None:
+    """The parent of the publishing commit is the head read before it: someone else's commit in between
+    (a successor worker) makes it a 412, not a commit on top of theirs."""
+    folder = artifact(tmp_path / "out")
+    client.publish_folder("PrunaAI/out", folder, tag="base-1", commit_message="first")
+    fenced: list[str] = []
+
+    def successor_commits_first() -> None:
+        fenced.append(client.head("PrunaAI/out"))
+        client.api.upload_file(path_or_fileobj=b"theirs", path_in_repo="theirs.txt", repo_id="PrunaAI/out")
+
+    (folder / "new.txt").write_text("mine")
+    with pytest.raises(HubConflictError):
+        client.publish_folder(
+            "PrunaAI/out", folder, tag="base-2", commit_message="second", fence=successor_commits_first
+        )
+    assert len(fenced) == 1  # a conflict is not retried
+    assert "new.txt" not in client.api.list_repo_files("PrunaAI/out")
+    assert client.tag_target("PrunaAI/out", "base-2") is None
 
 
 def test_rate_limit_waits_retry_after_then_succeeds(

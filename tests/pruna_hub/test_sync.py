@@ -337,6 +337,82 @@ def test_transient_hub_errors_are_retried_within_the_budget_then_fail_the_job(
         assert (job.attempts, job.last_error_type) == (3, "HubTransientError")
 
 
+def _smash_commits(repo_id: str) -> list[str]:
+    return [c.title for c in acme().list_repo_commits(repo_id) if c.title.startswith("Smash ")]
+
+
+@pytest.mark.parametrize(("operation", "status"), [("commit", 409), ("commit", 412), ("tag", 409)])
+def test_a_transient_conflict_while_publishing_is_retried_and_publishes_once(
+    make_ctx: Any, store: tuple[LocalHub, str], tmp_path: Path, operation: str, status: int
+) -> None:
+    hub, _ = store
+    publish_base(acme(), "acme/tiny-llama", tmp_path / "base")
+    hub.faults.add(operation, status, times=1)
+    [outcome] = sync_once(make_ctx()).outcomes
+    assert outcome.state == "published", outcome.error
+    assert hub.faults.pending == 0
+    assert len(_smash_commits(TARGET)) == 1 and len(acme().list_repo_refs(TARGET).tags) == 1
+
+
+def test_a_hub_error_while_verifying_retries_the_job_which_adopts_the_publication(
+    make_ctx: Any, store: tuple[LocalHub, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 500 during the load-back is the Hub's, not the model's: the job is queued again (not marked
+    VerificationFailed), and the rerun adopts the tagged commit and verifies it."""
+    import time
+
+    hub, _ = store
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # huggingface_hub's own retry waits
+    publish_base(acme(), "acme/tiny-llama", tmp_path / "base")
+    ctx = make_ctx()
+    verifications: list[str] = []
+
+    def fail_the_first_load_back(message: str) -> None:
+        if "verifying" not in message:
+            return
+        if not verifications:
+            hub.faults.add("tree", 500, times=6)  # past huggingface_hub's own five retries
+        verifications.append(message)
+
+    ctx.report = fail_the_first_load_back
+    outcomes = sync_once(ctx).outcomes
+    assert [o.state for o in outcomes] == ["queued", "published"], [o.error for o in outcomes]
+    assert "HubTransientError" in (outcomes[0].error or "")
+    assert len(_smash_commits(TARGET)) == 1
+    with ctx.catalogue.read_session() as session:
+        entry = show_artifact(session, TARGET, namespace=ctx.catalogue.namespace)
+    assert entry["artifact"]["verified"] is True and entry["job"]["state"] == "published"
+
+
+def test_a_job_whose_lease_was_taken_over_before_its_commit_publishes_nothing(
+    make_ctx: Any, tmp_path: Path
+) -> None:
+    """The fence: right before the commit the worker renews its lease in its own transaction; a worker
+    that was paused past it (here: its lease expires and a successor claims the job just as it starts
+    publishing) stops there instead of committing over the successor's work."""
+    from datetime import timedelta
+
+    from registry_db.jobs import claim_next_job
+    from registry_db.models import utcnow
+
+    publish_base(acme(), "acme/tiny-llama", tmp_path / "base")
+    ctx = make_ctx()
+
+    def successor_takes_over(message: str) -> None:
+        if "publishing" in message:
+            later = utcnow() + timedelta(hours=1)  # the paused worker's lease has long expired
+            with ctx.catalogue.session() as session:
+                claim_next_job(session, "successor", namespace=ctx.catalogue.namespace, now=later)
+
+    ctx.report = successor_takes_over
+    [outcome] = sync_once(ctx).outcomes
+    assert outcome.state == "lease_lost", outcome
+    assert _smash_commits(TARGET) == []  # the repo was created, nothing committed to it
+    with ctx.catalogue.read_session() as session:
+        job = session.query(Job).filter(Job.namespace == ctx.catalogue.namespace).one()
+        assert (job.lease_owner, job.attempts) == ("successor", 2)
+
+
 def test_dry_run_changes_nothing(make_ctx: Any, tmp_path: Path) -> None:
     publish_base(acme(), "acme/tiny-llama", tmp_path / "base")
     ctx = make_ctx()

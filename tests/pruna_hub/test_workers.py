@@ -271,6 +271,48 @@ def test_a_killed_worker_s_job_is_taken_over_after_its_lease_expires(
 
 
 @pytest.mark.slow
+def test_a_worker_paused_past_its_lease_neither_publishes_nor_deletes_its_successors_files(
+    db_url: str,
+    namespace: str,
+    tmp_path: Path,
+    store: Store,
+    recipe_dir: Path,
+    recipe: Recipe,
+    report_path: Path,
+) -> None:
+    """SIGSTOP a worker mid-job until its lease expires; a successor takes the job; SIGCONT the stale
+    worker while the successor is still working. The stale one stops at its next step under the lease
+    and cleans up only its own attempt's folder (they once shared work/job-<id>, and the stale cleanup
+    deleted the successor's files); the successor publishes once."""
+    lease_s = 3
+    with Catalogue.open(db_url, namespace=namespace) as catalogue:
+        job_id, repo_id, revision = one_job(store, catalogue, recipe, tmp_path, "paused")
+        base = worker_env(tmp_path, store, db_url, namespace, recipe_dir, **{ENV_REPORT: str(report_path)})
+        env = base | {"PRUNA_HUB_LEASE_SECONDS": str(lease_s)}
+        stale = start_worker(env | {ENV_HOLD: "2"}, "--exit-when-empty")
+        signal_mid_job(stale, signal.SIGSTOP)
+        try:
+            time.sleep(lease_s + 1)
+            successor = start_worker(env | {ENV_HOLD: "4"}, "--max-jobs", "1", "--poll-interval", "0.5")
+            log: list[str] = []
+            assert wait_for_line(successor, "evaluating against the base", log), "".join(log)[-3000:]
+        finally:
+            stale.send_signal(signal.SIGCONT)
+        _, stale_summary, stale_err = finish(stale, timeout=120)
+        code, summary, err = finish(successor, timeout=300)
+
+        assert code == 0, "".join(log) + err
+        assert [(j["job_id"], j["state"]) for j in summary["jobs"]] == [(job_id, "published")]
+        assert [j["state"] for j in stale_summary.get("jobs", [])] == ["lease_lost"], stale_err
+        [job] = jobs_of(catalogue)
+        assert (job.state, job.attempts) == ("published", 2)
+        [artifact] = artifacts_of(catalogue, [job_id])
+    target = f"{env['PRUNA_HUB_TARGET_ORG']}/{repo_id.split('/')[1]}-smashed-test"
+    assert assert_published_once(store, target, revision, repo_id) == artifact.commit_sha
+    assert not list((tmp_path / "work").glob(f"job-{job_id}-*"))  # each attempt removed its own folder
+
+
+@pytest.mark.slow
 def test_sigterm_finishes_the_current_job_then_exits_cleanly(
     db_url: str,
     namespace: str,
