@@ -27,7 +27,9 @@ A recipe file ``<name>.toml`` (the file stem is the recipe's name)::
     min_generation_agreement = 1.0 # ... token agreement (1.0: identical, for lossless recipes)
     min_top1_agreement = 0.95      # teacher-forced next-token agreement; also max_kl, max_perplexity_ratio
     min_cosine = 0.99              # encoders: pooled-output cosine (minimum over the prompts)
+    min_label_agreement = 0.95     # classifiers: share of inputs whose top label is the base's
     max_decode_ratio = 1.0         # speed: smashed decode median over the base's (slower: not published)
+    max_latency_ratio = 1.0        # speed of models that do not decode: forward time over the base's
     [budget]               # at least one of max_parameters, max_bytes (of the base model)
     max_parameters = 3_000_000_000
     [publish]              # {target_org}/ first, {name} required; also {author}, {recipe}

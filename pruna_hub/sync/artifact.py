@@ -122,34 +122,43 @@ VERIFY_NEW_TOKENS = 16
 def verify_artifact(
     ctx: SyncContext, repo_id: str, commit_sha: str, *, reference: tuple[Any, Any] | None
 ) -> tuple[bool, str]:
-    """Load the published commit back through the Hub and generate with it, as a user would.
+    """Load the published commit back through the Hub and run it as a user would.
 
-    With ``reference`` (the in-memory smashed model that passed the gate), the loaded model's greedy
-    generations must equal its generations token for token: then the published model generates what was
-    measured against the base. Without (a crash-resumed job adopting an earlier commit), it must generate
-    from every prompt.
+    Generative models generate: with ``reference`` (the in-memory smashed model that passed the gate),
+    the loaded model's greedy generations must equal its generations token for token, so the published
+    model generates what was measured against the base. Encoders and classifiers: their outputs on a
+    probe input must equal the reference's. Without a reference (a crash-resumed job adopting an earlier
+    commit), the loaded model must generate from every prompt, or give finite outputs.
     """
     from pruna_hub.hub_client import translate
     from smash import PrunaModel
     from smash.errors import SmashError
-    from smash.evaluation.generation import greedy_tokens, score
-    from smash.evaluation.prompts import quality_prompt_ids
+    from smash.evaluation.efficiency import has_lm_head
 
     try:
         loaded = PrunaModel.from_pretrained(
             repo_id, revision=commit_sha, token=ctx.settings.token, device=ctx.device
         )
-        vocab = int(getattr(loaded.model.config, "vocab_size", 2))
-        tokenizer = reference[1] if reference is not None else loaded.tokenizer
-        prompts = quality_prompt_ids(tokenizer, vocab, count=VERIFY_PROMPTS, chat=False, seed=0)
-        generated = [greedy_tokens(loaded, p, VERIFY_NEW_TOKENS) for p in prompts]
+        if has_lm_head(loaded.model):
+            return _verify_generation(loaded, reference)
+        return _verify_outputs(loaded, reference)
     except Exception as e:
         hub_error = e if isinstance(e, HubError) else translate(e, operation="verify", repo_id=repo_id)
         if hub_error is not None and hub_error.retryable:  # the Hub, not the model: the job is retried,
             raise hub_error from e  # and the rerun adopts the tagged commit and verifies it again
         if not isinstance(e, SmashError | HubError | OSError):
             raise
-        return False, f"loading {repo_id}@{commit_sha[:12]} and generating failed: {type(e).__name__}: {e}"
+        return False, f"loading {repo_id}@{commit_sha[:12]} and running it failed: {type(e).__name__}: {e}"
+
+
+def _verify_generation(loaded: Any, reference: tuple[Any, Any] | None) -> tuple[bool, str]:
+    from smash.evaluation.generation import greedy_tokens, score
+    from smash.evaluation.prompts import quality_prompt_ids
+
+    vocab = int(getattr(loaded.model.config, "vocab_size", 2))
+    tokenizer = reference[1] if reference is not None else loaded.tokenizer
+    prompts = quality_prompt_ids(tokenizer, vocab, count=VERIFY_PROMPTS, chat=False, seed=0)
+    generated = [greedy_tokens(loaded, p, VERIFY_NEW_TOKENS) for p in prompts]
     if not all(generated):
         return False, "the loaded model generated nothing for some prompts"
     if reference is None:
@@ -165,3 +174,25 @@ def verify_artifact(
     return True, json.dumps(
         {"generation_exact": True, "prompts": len(prompts), "new_tokens": VERIFY_NEW_TOKENS}
     )
+
+
+def _verify_outputs(loaded: Any, reference: tuple[Any, Any] | None) -> tuple[bool, str]:
+    """An encoder's or classifier's first output (hidden states, logits) on the probe input smash uses."""
+    import torch
+
+    from smash.engine import probe_inputs
+
+    inputs = probe_inputs(loaded.model)
+    if inputs is None:
+        return False, "cannot tell what input the loaded model takes from its config"
+    with torch.no_grad():
+        got = loaded(**inputs)[0].float()
+        if not torch.isfinite(got).all():
+            return False, "the loaded model's outputs are not finite"
+        if reference is None:
+            return True, json.dumps({"outputs_finite": True})
+        want = reference[0](**inputs)[0].float()
+    scale = float(want.abs().max().clamp(min=1.0))
+    if want.shape != got.shape or not torch.allclose(got, want, rtol=0.0, atol=1e-4 * scale):
+        return False, "the model loaded from the Hub computes other outputs than the one that passed the gate"
+    return True, json.dumps({"outputs_equal": True, "max_abs_diff": float((got - want).abs().max())})

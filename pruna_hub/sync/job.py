@@ -279,10 +279,16 @@ def _relation(recipe: Recipe) -> str:
 
 
 def _gate(recipe: Recipe, report: Any) -> list[str]:
+    """The recipe's gate on the report: quality, and speed as decode (generative models) or forward
+    latency (encoders, classifiers) of the smashed model over the base's."""
     base, smashed = report.base.decode_latency_s, report.smashed.decode_latency_s
-    ratio = smashed.median / base.median if base is not None and smashed is not None and base.median else None
-    quality = report.quality.to_dict() if report.quality is not None else None
-    return recipe.quality_gate.failures_from(quality, decode_ratio=ratio)
+    decode = (
+        smashed.median / base.median if base is not None and smashed is not None and base.median else None
+    )
+    quality = report.quality.to_dict() if report.quality is not None else {}
+    if report.base.ttft_s.mean:
+        quality["latency_ratio"] = report.smashed.ttft_s.mean / report.base.ttft_s.mean
+    return recipe.quality_gate.failures_from(quality, decode_ratio=decode)
 
 
 def _record_runs(ctx: SyncContext, plan: Plan, lease: Lease, report: Any) -> None:

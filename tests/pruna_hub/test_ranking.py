@@ -198,6 +198,6 @@ def test_cli_rank_refuses_what_is_not_a_config(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["recipes", "rank", str(bad), "--device", "cpu"])
     assert result.exit_code != 0 and "not a JSON object" in str(result.exception)
     gpt2 = tmp_path / "gpt2.json"
-    gpt2.write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
+    gpt2.write_text(json.dumps({"architectures": ["BertForMaskedLM"], "model_type": "bert"}))
     result = CliRunner().invoke(cli, ["recipes", "rank", str(gpt2), "--device", "cpu"])
     assert "no recipe for cpu matches" in str(result.exception)
