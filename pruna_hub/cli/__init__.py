@@ -40,12 +40,28 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=_LazyGroup)
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, envvar="PRUNA_HUB_DEBUG", help="Show tracebacks on errors.")
+@click.option("-v", "--verbose", count=True, help="More messages (repeatable: -vv also other libraries').")
+@click.option("-q", "--quiet", count=True, help="Fewer messages: -q warnings and errors only, -qq errors.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="PRUNA_HUB_LOG_FORMAT",
+    show_default=True,
+    help="Messages on stderr as text, or JSON lines (timestamp, level, logger, message).",
+)
 @click.version_option(package_name="pruna-hub")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """Keep a model hub stocked with smashed copies of new models."""
+def cli(ctx: click.Context, debug: bool, verbose: int, quiet: int, log_format: str) -> None:
+    """Keep a model hub stocked with smashed copies of new models.
+
+    Data goes to stdout (--format json on a command for scripts), messages to stderr.
+    """
+    from pruna_hub.cli.logs import configure_logging
+
+    configure_logging(verbose - quiet, log_format)
     ctx.obj = {"debug": debug}
 
 

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import click
 
-from pruna_hub.cli.db import database_url_option, format_option, namespace_option
+from pruna_hub.cli.options import database_url_option, format_option, namespace_option
 
 _JOB_STATES = ["discovered", "queued", "running", "smashed", "benchmarked", "published", "failed", "skipped"]
 
@@ -76,7 +76,7 @@ def _open(database_url: str | None, namespace: str) -> Any:
 )
 @click.option("--desc/--asc", "descending", default=None, help="Override the metric's best-first order.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@format_option
+@format_option()
 def list_command(
     database_url: str | None,
     namespace: str,
@@ -125,7 +125,7 @@ def _list_row(entry: Any, with_metric: bool) -> list[str]:
 @click.option("--commit", "commit_sha", help="A commit (or its prefix) of the repo; default the newest.")
 @database_url_option
 @namespace_option
-@format_option
+@format_option()
 def show_command(
     repo: str, commit_sha: str | None, database_url: str | None, namespace: str, fmt: str
 ) -> None:
@@ -200,7 +200,7 @@ def _describe_metrics(runs: list[dict[str, Any]]) -> list[str]:
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @database_url_option
 @namespace_option
-@format_option
+@format_option()
 def best_command(
     metric: str,
     architecture: str | None,
@@ -243,7 +243,7 @@ def best_command(
 
 
 @catalogue.command("export")
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@format_option("csv", default="json")
 @click.option(
     "--output", "-o", type=click.File("w", encoding="utf-8"), default="-", help="File (default stdout)."
 )
@@ -263,7 +263,8 @@ def export_command(
     database_url: str | None,
     namespace: str,
 ) -> None:
-    """Every job with its artifact and all metrics of its base and smashed runs, as JSON or CSV."""
+    """Every job with its artifact and all metrics of its base and smashed runs, as JSON (the default),
+    CSV, or a table of the main columns to look at."""
     from registry_db.queries import Filters, export_table
 
     filters = Filters(namespace, architecture, algorithm, state, base_repo)
@@ -271,8 +272,10 @@ def export_command(
         table = export_table(session, filters)
         if fmt == "json":
             _write_json(output, table.rows)
-        else:
+        elif fmt == "csv":
             _write_csv(output, table)
+        else:
+            _write_table(output, table)
 
 
 def _write_json(output: IO[str], rows: Any) -> None:
@@ -280,6 +283,23 @@ def _write_json(output: IO[str], rows: Any) -> None:
     for i, row in enumerate(rows):
         output.write(("," if i else "") + "\n  " + json.dumps(row))
     output.write("\n]\n")
+
+
+_EXPORT_METRIC = "decode_latency_ms"
+_EXPORT_COLUMNS = ("job_id", "state", "base_repo_id", "recipe", "algorithms", "artifact_repo_id")
+
+
+def _write_table(output: IO[str], table: Any) -> None:
+    def cells(row: dict[str, Any]) -> list[str]:
+        values = [row.get(k) for k in _EXPORT_COLUMNS]
+        text = ["+".join(v) if isinstance(v, list) else str(v if v is not None else "-") for v in values]
+        return [*text, _number(row["smashed_metrics"].get(_EXPORT_METRIC), None)]
+
+    rows = [cells(row) for row in table.rows]
+    if not rows:
+        click.echo("no entries match", err=True)
+        return
+    output.write(render_table([*(c.upper() for c in _EXPORT_COLUMNS), "DECODE_MS"], rows) + "\n")
 
 
 def _write_csv(output: IO[str], table: Any) -> None:

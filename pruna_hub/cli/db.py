@@ -10,22 +10,9 @@ import json
 
 import click
 
-database_url_option = click.option(
-    "--database-url",
-    envvar="PRUNA_HUB_DATABASE_URL",
-    help="Catalogue database (sqlite:///PATH or postgresql+psycopg://USER@HOST/DB). "
-    "Default: $PRUNA_HUB_DATABASE_URL, else catalogue.db in the data directory ($PRUNA_HUB_HOME).",
-)
-namespace_option = click.option(
-    "--namespace",
-    envvar="PRUNA_HUB_NAMESPACE",
-    default="default",
-    show_default=True,
-    help="Organization whose records to use when several share one database.",
-)
-format_option = click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
+from pruna_hub.cli.options import database_url_option, format_option, namespace_option
+
+__all__ = ["database_url_option", "db", "namespace_option"]  # the shared options, also importable from here
 
 
 @click.group("db")
@@ -36,7 +23,7 @@ def db() -> None:
 @db.command("upgrade")
 @database_url_option
 @click.option("--revision", default="head", show_default=True, help="Target schema revision.")
-@format_option
+@format_option()
 def upgrade_command(database_url: str | None, revision: str, fmt: str) -> None:
     """Migrate the catalogue to this code's schema (safe to run from several processes at once)."""
     from registry_db.engine import create_catalogue_engine
@@ -57,7 +44,7 @@ def upgrade_command(database_url: str | None, revision: str, fmt: str) -> None:
 
 @db.command("current")
 @database_url_option
-@format_option
+@format_option()
 def current_command(database_url: str | None, fmt: str) -> None:
     """Show the database's schema revision against this code's head (changes nothing)."""
     from registry_db.engine import create_catalogue_engine

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from pruna_hub.cli.catalogue import render_table
-from pruna_hub.cli.db import database_url_option, format_option, namespace_option
+from pruna_hub.cli.options import database_url_option, format_option, namespace_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 JOB_STATES = ["discovered", "queued", "running", "smashed", "benchmarked", "published", "failed", "skipped"]
@@ -77,7 +77,7 @@ def _selector(namespace: str, job_ids: tuple[int, ...], base_repo: str | None, s
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @database_url_option
 @namespace_option
-@format_option
+@format_option()
 def list_command(
     job_ids: tuple[int, ...],
     base_repo: str | None,
@@ -114,7 +114,7 @@ def list_command(
 @click.argument("job_id", type=click.IntRange(min=1))
 @database_url_option
 @namespace_option
-@format_option
+@format_option()
 def show_command(job_id: int, database_url: str | None, namespace: str, fmt: str) -> None:
     """One job: its base, recipe, attempts, lease, last error, and every change made by hand."""
     from registry_db.control import show_job
@@ -197,7 +197,7 @@ def _attempts_option(command: F) -> F:
 @_attempts_option
 @database_url_option
 @namespace_option
-@format_option
+@format_option()
 def retry_command(job_ids: tuple[int, ...], **options: Any) -> None:
     """Queue failed jobs again with a new attempt budget."""
     _control("retry", job_ids=job_ids, **options)
@@ -209,7 +209,7 @@ def retry_command(job_ids: tuple[int, ...], **options: Any) -> None:
 @_attempts_option
 @database_url_option
 @namespace_option
-@format_option
+@format_option()
 def requeue_command(job_ids: tuple[int, ...], **options: Any) -> None:
     """Queue skipped (or cancelled) jobs after all, overruling the reason they were skipped."""
     _control("requeue", job_ids=job_ids, **options)
@@ -220,7 +220,7 @@ def requeue_command(job_ids: tuple[int, ...], **options: Any) -> None:
 @_change
 @database_url_option
 @namespace_option
-@format_option
+@format_option()
 def cancel_command(job_ids: tuple[int, ...], **options: Any) -> None:
     """Skip unfinished jobs; a running job's worker loses its lease and stops at its next step."""
     _control("cancel", job_ids=job_ids, attempts=1, **options)

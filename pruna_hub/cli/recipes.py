@@ -15,20 +15,13 @@ from typing import Any
 
 import click
 
+from pruna_hub.cli.options import device_option, format_option, recipe_dir_option
 from pruna_hub.errors import NoRecipeFilesError, RankingError, RecipeError
 from pruna_hub.recipes import Recipe, RecipeBook, load_directory, load_recipes, parse_recipe_file
 from pruna_hub.recipes.book import builtin_dir
 
-_recipe_dirs = click.option(
-    "--recipe-dir",
-    "recipe_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Extra recipe directory (repeatable); its recipes override built-ins of the same name.",
-)
-_format = click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
+_recipe_dirs = recipe_dir_option
+_format = format_option()
 
 
 @click.group("recipes")
@@ -101,7 +94,7 @@ def check_recipes(ctx: click.Context, paths: tuple[Path, ...], builtin: bool, fm
 @recipes.command("rank")
 @click.argument("config_path", type=click.Path(exists=True, path_type=Path))
 @_recipe_dirs
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when present, else cpu.")
+@device_option
 @click.option("--all", "every", is_flag=True, help="Time every matching recipe, not only the top tie.")
 @click.option("--fresh", is_flag=True, help="Measure again instead of reading this host's stored timings.")
 @_format

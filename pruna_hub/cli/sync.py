@@ -1,14 +1,18 @@
 """`pruna-hub sync`: discover new models, smash, evaluate, publish and verify them.
 
 Thin: options become ``Settings`` (flags > environment > config file, see ``pruna_hub.settings``), the
-work is ``pruna_hub.sync.service``. Progress goes to stderr, the summary to stdout (``--format json``
-for scripts). The token is never printed.
+work is ``pruna_hub.sync.service``. Progress is the service's ``ctx.report`` messages, logged at INFO by
+the ``pruna_hub.sync`` logger (stderr; ``-q`` hides them, ``--log-format json`` for collectors). Data goes
+to stdout: in table mode one line per decision and per job outcome, the card of each published repo and
+a one-line summary; ``--format json`` prints everything, catalogue entries included. The token is never
+printed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -17,9 +21,19 @@ from typing import Any, TypeVar
 
 import click
 
+from pruna_hub.cli.logs import SYNC_LOGGER, progress_reporter
+from pruna_hub.cli.options import (
+    config_option,
+    database_url_option,
+    device_option,
+    format_option,
+    local_hub_option,
+    recipe_dir_option,
+)
 from pruna_hub.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(SYNC_LOGGER)
 
 
 @contextlib.contextmanager
@@ -52,7 +66,7 @@ class StopFlag:
 
     def install(self) -> None:
         def handler(signum: int, frame: Any) -> None:
-            click.echo(f"received signal {signum}: finishing the current job, then stopping", err=True)
+            log.warning("received signal %d: finishing the current job, then stopping", signum)
             self.stopped = True
 
         signal.signal(signal.SIGTERM, handler)
@@ -110,30 +124,18 @@ def executor_options(command: F) -> F:
 @click.option("--limit", type=click.IntRange(min=1), help="Models looked at per pass.")
 @click.option("--author", "authors", multiple=True, help="Only models of this author/org (repeatable).")
 @click.option("--search", help="Only models whose id contains this text.")
+@recipe_dir_option
 @click.option(
-    "--recipe-dir",
-    "recipe_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Extra recipe directory (repeatable).",
+    "--target-org",
+    help="Organization the smashed repos are published under (default PrunaAI; set one your token can "
+    "write to).",
 )
-@click.option("--target-org", help="Organization the smashed repos are published under.")
-@click.option(
-    "--device", type=click.Choice(["cpu", "cuda"]), help="Device to smash on (default: cuda if available)."
-)
+@device_option
 @executor_options
-@click.option(
-    "--local-hub",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Use the project's local Hub store in this folder instead of HF_ENDPOINT.",
-)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML config file.",
-)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@database_url_option
+@local_hub_option
+@config_option
+@format_option()
 def sync(
     once: bool,
     interval: float,
@@ -148,6 +150,7 @@ def sync(
     executor: str,
     ray_address: str | None,
     parallelism: int,
+    database_url: str | None,
     local_hub: Path | None,
     config_file: Path | None,
     fmt: str,
@@ -155,32 +158,52 @@ def sync(
     """Watch the Hub for new models and publish smashed copies of them."""
     from pruna_hub.sync.context import SyncContext
     from pruna_hub.sync.executors import make_executor
-    from pruna_hub.sync.service import failures, open_dry_run, sync_once, watch
+    from pruna_hub.sync.service import failures, open_dry_run, sync_once
 
     options = {"limit": limit, "authors": authors, "search": search, "recipe_dirs": recipe_dirs}
-    options |= {"target_org": target_org, "device": device}
+    options |= {"target_org": target_org, "device": device, "database_url": database_url}
     stop = StopFlag()
     stop.install()
+    report = progress_reporter()
     with local_hub_endpoint(local_hub) as endpoint:
         settings = _settings(options, config_file, endpoint)
-        ctx = open_dry_run(settings) if dry_run else SyncContext.open(settings)
+        ctx = open_dry_run(settings, report=report) if dry_run else SyncContext.open(settings, report=report)
         try:
             runner = make_executor(executor, ray_address=ray_address, parallelism=parallelism)
             if once or dry_run:
                 summary = sync_once(
                     ctx, dry_run=dry_run, run=not schedule_only, executor=runner, should_stop=stop
                 )
+                _render(summary.to_dict() | {"published": _published_entries(ctx, summary)}, fmt)
             else:
-                summary = watch(
-                    ctx, interval_s=interval, should_stop=stop, run=not schedule_only, executor=runner
+                summary = _watch(
+                    ctx, interval=interval, stop=stop, run=not schedule_only, runner=runner, fmt=fmt
                 )
-            entries = _published_entries(ctx, summary)
             failed = failures(summary.outcomes)
         finally:
             ctx.close()
-    _render(summary.to_dict() | {"published": entries}, fmt)
     if failed is not None and not stop():  # stopped by SIGTERM: a clean stop, exit 0
         raise failed
+
+
+def _watch(ctx: Any, *, interval: float, stop: StopFlag, run: bool, runner: Any, fmt: str) -> Any:
+    """A pass every ``interval`` seconds until SIGTERM, each logged and rendered as it ends (with
+    ``--format json``, one JSON object per line and pass); returns everything done, for the exit code."""
+    from pruna_hub.sync.service import SyncSummary, sync_once
+
+    total = SyncSummary()
+    number = 0
+    while not stop():
+        number += 1
+        log.info("pass %d: looking for new models", number)
+        once = sync_once(ctx, run=run, executor=runner, should_stop=stop)
+        data = once.to_dict() | {"published": _published_entries(ctx, once), "pass": number}
+        _render(data, fmt, lines=True)
+        log.info("pass %d done: %s; next pass in %g s", number, summary_line(once.counts()), interval)
+        total.decisions += once.decisions
+        total.outcomes += once.outcomes
+        stop.wait(interval)
+    return total
 
 
 def _published_entries(ctx: Any, summary: Any) -> list[dict[str, Any]]:
@@ -231,43 +254,50 @@ def _card_path(ctx: Any, repo_id: str, revision: str) -> str:
         return f"{ctx.hub.api.endpoint}/{repo_id}/blob/{revision}/README.md (not downloaded: {e})"
 
 
-def _render(data: dict[str, Any], fmt: str) -> None:
-    if fmt == "json":
-        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-        return
-    click.echo(
-        "summary: " + ", ".join(f"{k}={v}" for k, v in sorted(data["counts"].items())) or "nothing to do"
-    )
-    rows = [("model", "revision", "decision", "recipe", "detail")]
+_MAIN_COUNTS = (("queued", "queued"), ("skipped", "skipped"), ("job_published", "published"))
+_LABELS = {"seen": "already known", "job_queued": "to retry", "would_queue": "would queue"}
+
+
+def summary_line(counts: dict[str, int]) -> str:
+    """``3 queued, 2 skipped, 1 published, 0 failed`` (then any other count, e.g. ``1 already known``)."""
+    rest = dict(counts)
+    parts = [f"{rest.pop(key, 0)} {label}" for key, label in _MAIN_COUNTS]
+    parts.append(f"{rest.pop('job_failed', 0)} failed")
+    for key, n in sorted(rest.items()):
+        parts.append(f"{n} {_LABELS.get(key, key.removeprefix('job_').replace('_', ' '))}")
+    return ", ".join(parts)
+
+
+def _rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
     for d in data["decisions"]:
-        rows.append(
-            (
-                d["repo_id"],
-                d["revision"][:12],
-                d["action"],
-                d.get("recipe", "-"),
-                d.get("reason", d.get("detail", "")),
-            )
-        )
+        detail = d.get("reason") or d.get("detail") or ""
+        if d.get("reason") and d.get("detail"):
+            detail = f"{d['reason']}: {d['detail']}"
+        rows.append((f"{d['repo_id']}@{d['revision'][:12]}", d["action"], d.get("recipe") or "-", detail))
     for j in data["jobs"]:
-        detail = j.get("error") or (f"{j.get('target_repo_id')}@{str(j.get('commit_sha', ''))[:12]}")
-        rows.append(
-            (
-                j.get("base_repo_id", f"job {j['job_id']}"),
-                j.get("revision", "")[:12],
-                j["state"],
-                j.get("recipe", "-"),
-                detail,
-            )
-        )
-    if len(rows) > 1:
-        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+        detail = j.get("error") or f"{j.get('target_repo_id')}@{str(j.get('commit_sha', ''))[:12]}"
+        subject = f"{j['base_repo_id']}@{j.get('revision', '')[:12]}" if j.get("base_repo_id") else "-"
+        state = f"job {j['job_id']} {j['state']}"
+        rows.append((subject, state, j.get("recipe") or "-", " ".join(detail.split())))
+    return rows
+
+
+def _render(data: dict[str, Any], fmt: str, *, lines: bool = False) -> None:
+    """Table mode: one line per decision and job outcome, one per published card, then the summary.
+    JSON: the whole pass (``lines``: on one line, for ``--watch``, which prints a pass at a time)."""
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=None if lines else 2, sort_keys=True, default=str))
+        return
+    rows = _rows(data)
+    if rows:
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for row in rows:
-            click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+            cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[-1]]
+            click.echo("  ".join(cells).rstrip())
     for entry in data["published"]:
-        click.echo("")
-        click.echo(json.dumps(entry, indent=2, sort_keys=True, default=str))
-        click.echo(f"card: {entry['card_path']}")
+        click.echo(f"card of {entry['artifact']['repo_id']}: {entry['card_path']}")
+    click.echo(summary_line(data["counts"]))
 
 
 @click.command("worker")
@@ -281,15 +311,12 @@ def _render(data: dict[str, Any], fmt: str) -> None:
 )
 @click.option("--exit-when-empty", is_flag=True, help="Stop when no job is runnable instead of polling.")
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs.")
-@click.option(
-    "--recipe-dir",
-    "recipe_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]))
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@recipe_dir_option
+@device_option
+@database_url_option
+@local_hub_option
+@config_option
+@format_option()
 def worker(
     executor: str,
     ray_address: str | None,
@@ -299,6 +326,8 @@ def worker(
     max_jobs: int | None,
     recipe_dirs: tuple[Path, ...],
     device: str | None,
+    database_url: str | None,
+    local_hub: Path | None,
     config_file: Path | None,
     fmt: str,
 ) -> None:
@@ -313,20 +342,21 @@ def worker(
 
     stop = StopFlag()
     stop.install()
-    settings = _settings({"recipe_dirs": recipe_dirs, "device": device}, config_file, None)
-    ctx = SyncContext.open(settings)
-    runner = make_executor(executor, ray_address=ray_address, parallelism=parallelism)
-    summary = SyncSummary()
-    try:
-        while not stop():
-            left = None if max_jobs is None else max_jobs - len(summary.outcomes)
-            summary.outcomes += runner.drain(ctx, max_jobs=left, should_stop=stop)
-            if exit_when_empty or (max_jobs is not None and len(summary.outcomes) >= max_jobs):
-                break
-            stop.wait(poll_interval)
-        failed = failures(summary.outcomes)
-    finally:
-        ctx.close()
+    options = {"recipe_dirs": recipe_dirs, "device": device, "database_url": database_url}
+    with local_hub_endpoint(local_hub) as endpoint:
+        ctx = SyncContext.open(_settings(options, config_file, endpoint), report=progress_reporter())
+        runner = make_executor(executor, ray_address=ray_address, parallelism=parallelism)
+        summary = SyncSummary()
+        try:
+            while not stop():
+                left = None if max_jobs is None else max_jobs - len(summary.outcomes)
+                summary.outcomes += runner.drain(ctx, max_jobs=left, should_stop=stop)
+                if exit_when_empty or (max_jobs is not None and len(summary.outcomes) >= max_jobs):
+                    break
+                stop.wait(poll_interval)
+            failed = failures(summary.outcomes)
+        finally:
+            ctx.close()
     _render(summary.to_dict() | {"published": []}, fmt)
     if failed is not None and not stop():  # stopped by SIGTERM: a clean stop, exit 0
         raise failed

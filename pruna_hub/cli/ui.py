@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from pruna_hub.cli.db import database_url_option, namespace_option
+from pruna_hub.cli.options import database_url_option, namespace_option
 
 
 @click.command("ui")
