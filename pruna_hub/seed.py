@@ -1,4 +1,5 @@
-"""Seed a Hub (normally the local store) with the real SmolLM2-135M-Instruct, so the sync has a model.
+"""Seed a Hub (normally the local store) with the real SmolLM2-135M-Instruct, or with any Hub-style model
+folder (``seed_folder``), so the sync has a model.
 
 The repo is an ordinary Hub model repo under the model's own Hub name: config.json, model.safetensors,
 tokenizer files, and a README.md whose YAML header carries the upstream card's license (Apache-2.0),
@@ -6,6 +7,8 @@ pipeline tag and library, so the published smashed copy inherits them the way it
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
@@ -51,5 +54,25 @@ def seed_smollm2(*, endpoint: str | None = None, token: str | None = None, repo_
         path_in_repo="README.md",
         repo_id=repo_id,
         commit_message="Add the model card",
+    )
+    return str(info.oid)
+
+
+SEED_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "README.md", "LICENSE*"]
+
+
+def seed_folder(
+    folder: str | Path, repo_id: str, *, endpoint: str | None = None, token: str | None = None
+) -> str:
+    """Upload a Hub-style model folder (config.json, safetensors, tokenizer files, its README.md with the
+    license in its header) as ``repo_id``; returns the commit sha of ``main``. Weights only as safetensors:
+    pickled checkpoints are not uploaded."""
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(repo_id, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        allow_patterns=SEED_PATTERNS,
+        commit_message=f"Add {repo_id} from a local folder",
     )
     return str(info.oid)

@@ -1,8 +1,10 @@
-"""`pruna-hub bench MODEL_DIR --config CONFIG`: smash a model folder and print base vs smashed.
+"""`pruna-hub bench MODEL --config CONFIG`: smash a model folder or Hub repo and print base vs smashed.
 
-Thin: smashing is ``smash.smash``, measuring is ``smash.evaluation.evaluate``; this module parses options,
-loads the folder and renders the table in the layout of the reference article (``--format json`` prints
-the whole EvaluationReport for scripts). Progress goes to stderr, data to stdout.
+Thin: smashing is ``smash.smash``, measuring is ``smash.evaluation.evaluate``; a Hub repo id is downloaded
+through the project's ``HubClient`` with the files the sync downloads (``pruna_hub.sync.job.BASE_PATTERNS``).
+This module parses options, loads the folder and renders the table in the layout of the reference
+article (``--format json`` prints the whole EvaluationReport for scripts). Progress is logged (stderr),
+data goes to stdout.
 """
 
 from __future__ import annotations
@@ -13,11 +15,48 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
+
+from pruna_hub.cli.options import device_option, format_option, local_hub_endpoint, local_hub_option
+
+log = logging.getLogger("pruna_hub.bench")
+
+
+def resolve_model(model: str, *, revision: str | None, local_hub: Path | None) -> tuple[Path, str]:
+    """A local folder as it is; otherwise ``model`` is a Hub repo id, downloaded (pinned to
+    ``revision``, default main) with the files a sync downloads. Returns (folder, name for the plot)."""
+    folder = Path(model)
+    if folder.is_dir():
+        if revision is not None:
+            raise click.BadParameter("--revision is for a Hub repo id, not a folder", param_hint="--revision")
+        return folder, folder.name
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError as e:
+        raise click.BadParameter(
+            f"{model!r} is neither a folder nor a Hub repo id ({e})", param_hint="MODEL"
+        ) from e
+    with local_hub_endpoint(local_hub) as endpoint:
+        return _download(model, revision or "main", endpoint), model
+
+
+def _download(repo_id: str, revision: str, endpoint: str | None) -> Path:
+    from pruna_hub.hub_client import HubClient
+    from pruna_hub.settings import load_settings
+    from pruna_hub.sync.job import BASE_PATTERNS
+
+    settings = load_settings({"hub_endpoint": endpoint} if endpoint else None)
+    hub = HubClient(endpoint=settings.hub_endpoint, token=settings.token)
+    log.info("downloading %s@%s", repo_id, revision)
+    return hub.download(repo_id, revision=revision, allow_patterns=BASE_PATTERNS)
 
 
 def parse_config(text: str) -> Any:
@@ -53,20 +92,20 @@ def run_bench(model_dir: Path, config: Any, settings: Any, *, save_dir: Path | N
     from smash.architectures import load_pretrained
     from smash.evaluation import evaluate
 
-    click.echo(f"loading {model_dir}", err=True)
+    log.info("loading %s", model_dir)
     base, tokenizer = load_pretrained(model_dir)
-    click.echo(f"smashing with {config.to_json()}", err=True)
+    log.info("smashing with %s", config.to_json())
     smashed = smash(base, config, tokenizer=tokenizer)
     with tempfile.TemporaryDirectory(prefix="pruna-bench-") as scratch:
         saved = smashed.save_pretrained(save_dir or Path(scratch) / "smashed")
-        click.echo("measuring base and smashed", err=True)
+        log.info("measuring base and smashed")
         return evaluate(
             base, smashed, settings=settings, tokenizer=tokenizer, base_path=model_dir, smashed_path=saved
         )
 
 
 @click.command("bench")
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("model")
 @click.option(
     "--config", "config_text", required=True, help="SmashConfig as inline JSON or a JSON file path."
 )
@@ -78,7 +117,9 @@ def run_bench(model_dir: Path, config: Any, settings: Any, *, save_dir: Path | N
 @click.option("--runs", "measured_runs", type=int, help="Timed runs per length.")
 @click.option("--batch-size", type=int)
 @click.option("--threads", type=int, help="torch threads (default: torch's).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]))
+@device_option
+@click.option("--revision", help="Branch, tag or commit of a Hub repo id (default main).")
+@local_hub_option
 @click.option("--decode-path", type=click.Choice(["auto", "loop", "generate", "runtime"]))
 @click.option("--eval-text", type=click.Path(exists=True, dir_okay=False), help="Text file for perplexity.")
 @click.option("--quality-prompts", type=int, help="Use the first N shipped prompts (default: all).")
@@ -86,27 +127,30 @@ def run_bench(model_dir: Path, config: Any, settings: Any, *, save_dir: Path | N
 @click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path), help="Keep the smashed model.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the sweep plot (PNG).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option()
 def bench(
-    model_dir: Path,
+    model: str,
     config_text: str,
+    revision: str | None,
+    local_hub: Path | None,
     save_dir: Path | None,
     output: Path | None,
     plot: Path | None,
     fmt: str,
     **options: Any,
 ) -> None:
-    """Smash MODEL_DIR with --config and print base vs smashed (speed, memory, quality)."""
+    """Smash MODEL (a model folder, or a Hub repo id such as HuggingFaceTB/SmolLM2-135M-Instruct) with
+    --config and print base vs smashed (speed, memory, quality)."""
     from smash.evaluation import plot_sweep, report_table
 
+    config = parse_config(config_text)
+    model_dir, name = resolve_model(model, revision=revision, local_hub=local_hub)
     options["prompt_lengths"] = options["prompt_lengths"] or None
     options["generation_lengths"] = options["generation_lengths"] or None
     settings = build_settings(**options)
-    report = run_bench(model_dir, parse_config(config_text), settings, save_dir=save_dir)
+    report = run_bench(model_dir, config, settings, save_dir=save_dir)
     if output is not None:
         output.write_text(report.to_json() + "\n")
     if plot is not None:
-        plot_sweep(
-            {report.base.label: report.base, report.smashed.label: report.smashed}, plot, title=model_dir.name
-        )
+        plot_sweep({report.base.label: report.base, report.smashed.label: report.smashed}, plot, title=name)
     click.echo(report.to_json() if fmt == "json" else report_table(report))

@@ -6,7 +6,8 @@ A command stacks the decorators it needs: ``@database_url_option``, ``@local_hub
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,3 +65,15 @@ def format_option(*extra: str, default: str = "table") -> Callable[[F], F]:
         show_default=True,
         help="Output on stdout: " + ", ".join(choices) + ".",
     )
+
+
+@contextlib.contextmanager
+def local_hub_endpoint(root: Path | None) -> Iterator[str | None]:
+    """With ``--local-hub DIR``: the project's Hub-compatible store, in-process; yields its endpoint."""
+    if root is None:
+        yield None
+        return
+    from pruna_hub.hubstore import LocalHub
+
+    with LocalHub(root).install() as endpoint:
+        yield endpoint

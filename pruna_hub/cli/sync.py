@@ -10,12 +10,11 @@ printed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +26,7 @@ from pruna_hub.cli.options import (
     database_url_option,
     device_option,
     format_option,
+    local_hub_endpoint,
     local_hub_option,
     recipe_dir_option,
 )
@@ -34,18 +34,6 @@ from pruna_hub.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(SYNC_LOGGER)
-
-
-@contextlib.contextmanager
-def local_hub_endpoint(root: Path | None) -> Iterator[str | None]:
-    """With ``--local-hub DIR``: the project's Hub-compatible store, in-process; yields its endpoint."""
-    if root is None:
-        yield None
-        return
-    from pruna_hub.hubstore import LocalHub
-
-    with LocalHub(root).install() as endpoint:
-        yield endpoint
 
 
 class StopFlag:

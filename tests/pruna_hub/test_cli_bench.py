@@ -78,3 +78,27 @@ def test_bench_config_that_is_neither_json_nor_file(model_dir: Path) -> None:
     result = CliRunner().invoke(cli, ["bench", str(model_dir), "--config", "missing.json"])
     assert result.exit_code == 2
     assert "neither inline JSON nor an existing file" in result.output
+
+
+def test_bench_takes_a_hub_repo_id(model_dir: Path, tmp_path: Path) -> None:
+    """A repo id is downloaded through the project's HubClient (here from the local store), pinned to
+    --revision, with the files a sync downloads."""
+    from huggingface_hub import HfApi
+
+    from pruna_hub.hubstore import LocalHub
+
+    store = tmp_path / "store"
+    with LocalHub(store).install():
+        api = HfApi()
+        api.create_repo("acme/tiny")
+        commit = api.upload_folder(repo_id="acme/tiny", folder_path=model_dir).oid
+    args = ["bench", "acme/tiny", "--local-hub", str(store), "--revision", commit]
+    result = CliRunner().invoke(
+        cli, [*args, "--config", '{"half": {"dtype": "bfloat16"}}', *FAST, "--no-quality", "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = EvaluationReport.from_json(result.stdout)
+    assert (report.base.dtype, report.smashed.dtype) == ("float32", "bfloat16")
+
+    result = CliRunner().invoke(cli, ["bench", "not a repo!", "--config", "{}", "--local-hub", str(store)])
+    assert result.exit_code == 2 and "neither a folder nor a Hub repo id" in result.output
