@@ -7,8 +7,22 @@ catalogue. Text that comes from the base model's card is untrusted:
   Hub's list, ``license_name`` as a lowercase slug, ``license_link`` as a plain https URL or a relative
   path (made absolute on the base repo at the pinned revision), pipeline tags from a known list, tags and
   language codes matching safe patterns. Everything else is dropped, never quoted through.
-- In the body, every string from outside is backslash-escaped (all ASCII punctuation, which CommonMark
-  allows) with newlines flattened, so it cannot open links, HTML, code fences or table cells.
+- In the body, every string from outside is shown as an inline code span (``code``: newlines flattened,
+  a backtick fence longer than any run of backticks inside, ``|`` escaped in table cells), so it cannot
+  open links, HTML, emphasis, code fences or table cells, and reads as written: no backslash escapes.
+  Our own text (repo ids, which ``validate_repo_id`` limits to ``[A-Za-z0-9._-]`` and ``/``) stays plain.
+  The body is rendered through huggingface_hub's ``ModelCard.from_template`` (``CARD_TEMPLATE``).
+
+Links are root-relative (``/org/name``): the Hub that shows the card resolves them on itself, so they point
+at the Hub the repo lives on, never at the endpoint the service happened to upload through (an in-process
+``http://hub.local`` or a loopback port). The header's ``license_link`` is made absolute on ``hub_url``,
+since the Hub resolves a relative one inside this repo, not the base's.
+
+Numbers: "Size on disk" of the smashed model is the sum of the files published in the commit
+(``published_files``, the card included) when the caller gives them, else what the evaluation measured
+on the saved model folder (and the row says so). A negative "memory per generated token" (a slope of peak
+memory against generation length below the noise of the allocator) is shown as ~0 with the measured value
+and a note, never as a negative cost.
 
 License decision: the base's license is copied when it is a Hub license id. ``other`` is kept with its
 (sanitised) ``license_name`` and a ``license_link`` that points to the base's terms. When the base card
@@ -24,9 +38,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeGuard
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -75,7 +91,7 @@ _URL = re.compile(r"https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~/%-]*)?")
 _RELATIVE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}")
 _PLOT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}\.(png|svg|jpg|jpeg|webp)")
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+_BACKTICKS = re.compile(r"`+")
 
 # Known metric keys -> (label, unit, lower is better). Keys of ``flatten_efficiency``'s output.
 METRICS: Mapping[str, tuple[str, str, bool]] = {
@@ -146,15 +162,20 @@ class CardInput:
     plot_filename: str | None = None
     hub_url: str = "https://huggingface.co"
     dataset_name: str = "pruna-hub prompt set"
+    published_files: Mapping[str, int] = field(default_factory=dict)  # path -> bytes, without README.md
 
 
 # --- sanitising ------------------------------------------------------------------------------------------
 
 
-def md(value: object) -> str:
-    """Untrusted text for a Markdown body: one line, every ASCII punctuation character escaped."""
-    text = " ".join(str(value).split())
-    return _PUNCTUATION.sub(r"\\\1", text)
+def code(value: object, *, cell: bool = False) -> str:
+    """Untrusted text as one inline code span: shown literally, never Markdown or HTML (``cell``: inside
+    a table, where GFM splits on any unescaped ``|``, code spans included)."""
+    text = " ".join(str(value).split()) or "-"
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    span = f"{fence}{pad}{text}{pad}{fence}"
+    return span.replace("|", "\\|") if cell else span
 
 
 def safe_tags(base_tags: Any, algorithms: Sequence[AppliedAlgorithm]) -> list[str]:
@@ -293,12 +314,15 @@ def extract_snippet(card_text: str) -> str:
 
 
 def _algorithms_section(data: CardInput) -> list[str]:
-    lines = ["## What was done", "", "| # | algorithm | group | hyperparameters |", "|---|---|---|---|"]
+    lines = ["| # | algorithm | group | hyperparameters |", "|---|---|---|---|"]
     for i, algorithm in enumerate(data.algorithms, 1):
         params = (
-            ", ".join(f"{md(k)}\\={md(repr(v))}" for k, v in algorithm.hyperparameters.items()) or "defaults"
+            ", ".join(code(f"{k}={v!r}", cell=True) for k, v in algorithm.hyperparameters.items())
+            or "defaults"
         )
-        lines.append(f"| {i} | {md(algorithm.name)} | {md(algorithm.group)} | {params} |")
+        lines.append(
+            f"| {i} | {code(algorithm.name, cell=True)} | {code(algorithm.group, cell=True)} | {params} |"
+        )
     return lines
 
 
@@ -306,113 +330,200 @@ def _format(value: Any, unit: str) -> str:
     if not _number(value):
         return "n/a"
     scaled = float(value) * _SCALE.get(unit, 1.0)
-    return f"{scaled:,.3f} {unit}".strip() if abs(scaled) < 1000 else f"{scaled:,.0f} {unit}".strip()
+    if unit == "":
+        return f"{scaled:,.0f}" if scaled == int(scaled) else f"{scaled:,.3f}"
+    return f"{scaled:,.3f} {unit}" if abs(scaled) < 1000 else f"{scaled:,.0f} {unit}"
 
 
-def _benchmark_section(data: CardInput) -> list[str]:
-    base, smashed = data.metrics.get("base", {}), data.metrics.get("smashed", {})
-    lines = ["## Benchmark: base vs smashed", ""]
-    if data.hardware:
-        lines.append("Hardware: " + "; ".join(f"{md(k)}: {md(v)}" for k, v in sorted(data.hardware.items())))
-    if data.versions:
-        lines.append(
-            "Library versions: " + ", ".join(f"{md(k)} {md(v)}" for k, v in sorted(data.versions.items()))
+def _memory_per_token(value: Any) -> str:
+    """A negative slope is noise (the allocator's peak moved less than its granularity): shown as ~0."""
+    if _number(value) and value < 0:
+        return f"~0 MB (measured {float(value) * 1e-6:,.3f} MB, see note)"
+    return _format(value, "MB")
+
+
+def _ratio(b: Any, s: Any) -> str:
+    if not (_number(b) and _number(s)) or b <= 0 or s < 0:
+        return "n/a"
+    return f"{float(s) / float(b):.3f}x"
+
+
+def published_size(data: CardInput, card_bytes: int) -> int | None:
+    """Bytes of the commit: the published files plus this card (``None`` when the caller gave no files)."""
+    if not data.published_files:
+        return None
+    return sum(int(v) for k, v in data.published_files.items() if k != "README.md") + card_bytes
+
+
+def _benchmark_rows(data: CardInput, card_bytes: int) -> tuple[list[str], list[str]]:
+    """The table rows and the notes they need."""
+    base, smashed = dict(data.metrics.get("base", {})), dict(data.metrics.get("smashed", {}))
+    notes: list[str] = []
+    published = published_size(data, card_bytes)
+    if published is not None:
+        smashed["disk_bytes"] = published
+        notes.append(
+            "Size on disk: for the smashed model, the files of this repo's commit (weights, configs, "
+            "tokenizer, this card, the benchmark JSON and plot); for the base, the files downloaded to "
+            "load it."
         )
-    lines += ["", "| metric | base | smashed | smashed / base |", "|---|---|---|---|"]
+    elif "disk_bytes" in smashed:
+        notes.append("Size on disk: the saved model folder as measured, before the card and benchmark files.")
+    rows = []
     for key, (label, unit, _lower) in METRICS.items():
-        if key in base or key in smashed:
-            b, s = base.get(key), smashed.get(key)
-            ratio = f"{float(s) / float(b):.3f}x" if _number(b) and _number(s) and b else "n/a"
-            lines.append(f"| {label} | {_format(b, unit)} | {_format(s, unit)} | {ratio} |")
-    if data.plot_filename:
-        lines += ["", f"![Latency and peak memory against generation length]({data.plot_filename})"]
-    return lines
+        if key not in base and key not in smashed:
+            continue
+        b, s = base.get(key), smashed.get(key)
+        if key == "memory_per_token_bytes":
+            cells = [_memory_per_token(b), _memory_per_token(s), _ratio(b, s)]
+            if any(_number(v) and v < 0 for v in (b, s)):
+                notes.append(
+                    "Memory per generated token: the slope of peak memory against generation length. A "
+                    "negative slope means peak memory did not grow measurably with length (it varied "
+                    "less than the allocator's granularity between runs); it is shown as ~0."
+                )
+        else:
+            cells = [_format(b, unit), _format(s, unit), _ratio(b, s)]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return rows, notes
 
 
-def _quality_section(data: CardInput) -> list[str]:
-    lines = ["## Quality against the base", "", f"Measured on the {md(data.dataset_name)}.", ""]
-    lines += ["| metric | value |", "|---|---|"]
-    lines += [
-        f"| {label} | {data.quality[k]:.4f} |" for k, label in QUALITY.items() if _number(data.quality.get(k))
-    ]
-    if data.quality_gate:
-        gate = ", ".join(f"{md(k)} {float(v):g}" for k, v in sorted(data.quality_gate.items()))
-        lines += ["", f"Quality gate of the recipe (passed before publishing): {gate}."]
-    return lines
-
-
-def _license_section(data: CardInput, header: Mapping[str, Any]) -> list[str]:
-    base_link = f"[{data.base_repo_id}]({data.hub_url}/{data.base_repo_id})"
-    lines = ["## License", ""]
+def _license_text(data: CardInput, header: Mapping[str, Any]) -> str:
+    base_link = f"[{data.base_repo_id}](/{data.base_repo_id})"
     if header["license"] == "unknown":
         declared = data.base.license
         detail = (
-            f"declares a license this tool does not recognise ({md(declared)})"
+            f"declares a license this tool does not recognise ({code(declared)})"
             if declared
-            else ("declares no license")
+            else "declares no license"
         )
-        lines.append(
+        return (
             f"The license is unknown: the card of {base_link} {detail}. "
             "Check the base model's terms before using or redistributing this model."
         )
-    elif header["license"] == "other":
-        name = header.get("license_name", "a custom license")
-        lines.append(f"Same terms as {base_link}: {md(name)}, see [the license]({header['license_link']}).")
-    else:
-        lines.append(f"Same license as {base_link}: `{header['license']}`.")
-    return lines
+    if header["license"] == "other":
+        name = code(header["license_name"]) if "license_name" in header else "a custom license"
+        return f"Same terms as {base_link}: {name}, see [the license]({header['license_link']})."
+    return f"Same license as {base_link}: `{header['license']}`."
 
 
-def _reproducibility_section(data: CardInput) -> list[str]:
-    versions = data.versions.get("smash", "unknown")
-    return [
-        "## Reproducibility",
-        "",
-        f"- Base model: {data.base_repo_id} at revision `{data.base_revision}`",
-        f"- Recipe: {md(data.recipe_name)} version {data.recipe_version}, content hash `{data.recipe_hash}`",
-        f"- smash version: {md(versions)}",
-        "",
-        "SmashConfig (`smash_config.json`):",
-        "",
-        "```json",
-        json.dumps(json.loads(data.smash_config_json), indent=2, sort_keys=True),
-        "```",
+def install_text(data: CardInput) -> str:
+    """How to get the ``smash`` module the snippet imports. It is not on PyPI: the ``smash`` package there
+    is an unrelated project, and no ``pruna-hub`` distribution is published."""
+    version = data.versions.get("smash") or "0.1.0"
+    wheel = f"pruna_hub-{version}-py3-none-any.whl"
+    if not re.fullmatch(r"[0-9A-Za-z.+-]{1,40}", version):
+        wheel = "pruna_hub-VERSION-py3-none-any.whl"
+    return (
+        "The loader is the `smash` module of pruna-hub, which is not published on PyPI (`pip install smash` "
+        "installs an unrelated package; `pip install pruna-hub` finds nothing). Install pruna-hub from its "
+        "source repository: in a checkout, `pip install .`; or build a wheel there once "
+        f"(`pip wheel --no-deps -w dist .`) and install it anywhere with `pip install dist/{wheel}`. Then:"
+    )
+
+
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+A smashed copy of [{{ base_repo_id }}](/{{ base_repo_id }}) (revision `{{ base_revision_short }}`), made by \
+pruna-hub with the recipe {{ recipe }}: {{ order }}.
+
+## What was done
+
+{{ algorithms }}
+
+## How to use
+
+{{ install }}
+
+{{ snippet_start }}
+```python
+{{ snippet }}
+```
+{{ snippet_end }}
+
+## Benchmark: base vs smashed
+{% if hardware %}
+- Hardware: {{ hardware }}{% endif %}{% if versions %}
+- Library versions: {{ versions }}{% endif %}
+
+| metric | base | smashed | smashed / base |
+|---|---|---|---|
+{{ benchmark_rows }}
+{% for note in notes %}
+- {{ note }}{% endfor %}
+{% if plot %}
+![Latency and peak memory against generation length]({{ plot }})
+{% endif %}
+## Quality against the base
+
+Measured on the {{ dataset }}.
+
+| metric | value |
+|---|---|
+{{ quality_rows }}
+{% if gate %}
+Quality gate of the recipe (passed before publishing): {{ gate }}.
+{% endif %}
+## License
+
+{{ license_text }}
+
+## Reproducibility
+
+- Base model: [{{ base_repo_id }}](/{{ base_repo_id }}) at revision `{{ base_revision }}`
+- Recipe: {{ recipe }} version {{ recipe_version }}, content hash `{{ recipe_hash }}`
+- smash version: {{ smash_version }}
+
+SmashConfig (`smash_config.json`):
+
+```json
+{{ smash_config }}
+```
+"""
+
+
+def _template_values(data: CardInput, header: Mapping[str, Any], card_bytes: int) -> dict[str, Any]:
+    rows, notes = _benchmark_rows(data, card_bytes)
+    quality = [
+        f"| {label} | {data.quality[k]:.4f} |" for k, label in QUALITY.items() if _number(data.quality.get(k))
     ]
-
-
-def card_body(data: CardInput, header: Mapping[str, Any]) -> str:
-    order = " -> ".join(md(a.name) for a in data.algorithms)
-    lines = [
-        f"# {md(data.repo_id.split('/')[-1])}",
-        "",
-        f"A smashed copy of [{data.base_repo_id}]({data.hub_url}/{data.base_repo_id}) (revision "
-        f"`{data.base_revision[:12]}`), made by pruna-hub with the recipe {md(data.recipe_name)}: {order}.",
-        "",
-        *_algorithms_section(data),
-        "",
-        "## How to use",
-        "",
-        "`pip install pruna-hub`, then:",
-        "",
-        SNIPPET_START,
-        "```python",
-        snippet(data.repo_id, data.device),
-        "```",
-        SNIPPET_END,
-        "",
-        *_benchmark_section(data),
-        "",
-        *_quality_section(data),
-        "",
-        *_license_section(data, header),
-        "",
-        *_reproducibility_section(data),
-    ]
-    return "\n".join(lines) + "\n"
+    return {
+        "title": data.repo_id.split("/")[-1],
+        "base_repo_id": data.base_repo_id,
+        "base_revision": data.base_revision,
+        "base_revision_short": data.base_revision[:12],
+        "recipe": code(data.recipe_name),
+        "order": " -> ".join(code(a.name) for a in data.algorithms),
+        "algorithms": "\n".join(_algorithms_section(data)),
+        "install": install_text(data),
+        "snippet_start": SNIPPET_START,
+        "snippet": snippet(data.repo_id, data.device),
+        "snippet_end": SNIPPET_END,
+        "hardware": "; ".join(code(f"{k}: {v}") for k, v in sorted(data.hardware.items())),
+        "versions": ", ".join(code(f"{k} {v}") for k, v in sorted(data.versions.items())),
+        "benchmark_rows": "\n".join(rows),
+        "notes": notes,
+        "plot": data.plot_filename,
+        "dataset": code(data.dataset_name),
+        "quality_rows": "\n".join(quality),
+        "gate": ", ".join(code(f"{k} {float(v):g}") for k, v in sorted(data.quality_gate.items())),
+        "license_text": _license_text(data, header),
+        "recipe_version": data.recipe_version,
+        "recipe_hash": data.recipe_hash,
+        "smash_version": code(data.versions.get("smash", "unknown")),
+        "smash_config": json.dumps(json.loads(data.smash_config_json), indent=2, sort_keys=True),
+    }
 
 
 def render_card(data: CardInput) -> ModelCard:
-    """The full card (YAML header + body); ``str(card)`` is the README.md to publish."""
+    """The full card (YAML header + body); ``str(card)`` is the README.md to publish.
+
+    With ``published_files``, "Size on disk" includes the card itself: rendered until its own length
+    stops changing (twice at most, in practice)."""
     data = dataclasses.replace(data, hub_url=data.hub_url.rstrip("/"))
     _check_input(data)
     try:
@@ -420,8 +531,26 @@ def render_card(data: CardInput) -> ModelCard:
     except ValueError as e:
         raise CardError("smash_config_json", data.smash_config_json[:80], f"not JSON ({e})") from e
     header = card_data(data)
-    content = f"---\n{header.to_yaml()}\n---\n\n{card_body(data, header.to_dict())}"
-    return ModelCard(content)
+    card_bytes = 0
+    for _ in range(5):
+        values = _template_values(data, header.to_dict(), card_bytes)
+        card = ModelCard.from_template(header, template_str=CARD_TEMPLATE, **values)
+        size = len(str(card).encode())
+        if size == card_bytes or not data.published_files:
+            break
+        card_bytes = size
+    return card
+
+
+def folder_files(folder: str | os.PathLike[str]) -> dict[str, int]:
+    """``published_files`` for ``CardInput``: every file under ``folder`` (the artifact about to be
+    committed) but the card, by its path in the repo."""
+    root = Path(folder)
+    return {
+        p.relative_to(root).as_posix(): p.stat().st_size
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).as_posix() != "README.md"
+    }
 
 
 # --- helpers for the pipeline ----------------------------------------------------------------------------

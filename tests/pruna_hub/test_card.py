@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,13 +23,13 @@ from huggingface_hub import HfApi, ModelCard
 
 from pruna_hub.card import (
     PROMPT,
+    SNIPPET_START,
     AppliedAlgorithm,
     BaseCard,
     CardInput,
     applied_algorithms,
     extract_snippet,
     flatten_efficiency,
-    md,
     render_card,
 )
 from pruna_hub.errors import CardError
@@ -127,16 +128,18 @@ def test_header_parses_and_carries_the_hub_fields(tmp_path: Path) -> None:
 def test_body_has_what_was_done_benchmark_quality_and_provenance() -> None:
     data = make_input()
     body = render_card(data).text
-    assert "| 1 | hqq | quantizer | weight\\_bits\\=8, group\\_size\\=64" in body
-    assert body.index("| 1 | hqq") < body.index("| 2 | static\\_cache") < body.index("| 3 | torch\\_compile")
+    assert "| 1 | `hqq` | `quantizer` | `weight_bits=8`, `group_size=64`" in body
+    assert (
+        body.index("| 1 | `hqq`") < body.index("| 2 | `static_cache`") < body.index("| 3 | `torch_compile`")
+    )
     assert "| Decode latency per token, mean | 57.000 ms | 30.000 ms | 0.526x |" in body
     assert "| Weight bytes | 538.000 MB | 160.000 MB | 0.297x |" in body
     assert "![Latency and peak memory against generation length](benchmark/latency_memory.png)" in body
     assert "| Top-1 agreement with the base | 0.9800 |" in body
-    assert "min\\_top1\\_agreement 0.95" in body
+    assert "`min_top1_agreement 0.95`" in body
     assert f"content hash `{data.recipe_hash}`" in body and f"revision `{REVISION}`" in body
     assert '"weight_bits": 8' in body  # the SmashConfig JSON for reproduction
-    assert "x86\\_64\\, 2 cores" in body and f"torch {md(torch.__version__)}" in body
+    assert "`cpu: x86_64, 2 cores`" in body and f"`torch {torch.__version__}`" in body
 
 
 @pytest.mark.parametrize(
@@ -144,7 +147,7 @@ def test_body_has_what_was_done_benchmark_quality_and_provenance() -> None:
     [
         (BaseCard(license="mit"), {"license": "mit"}, "Same license as"),
         (BaseCard(), {"license": "unknown"}, "declares no license"),
-        (BaseCard(license="Apache 2.0"), {"license": "unknown"}, "does not recognise (Apache 2\\.0)"),
+        (BaseCard(license="Apache 2.0"), {"license": "unknown"}, "does not recognise (`Apache 2.0`)"),
         (
             BaseCard(license="other", license_name="llama3-community", license_link="LICENSE"),
             {
@@ -152,7 +155,7 @@ def test_body_has_what_was_done_benchmark_quality_and_provenance() -> None:
                 "license_name": "llama3-community",
                 "license_link": f"https://huggingface.co/{BASE}/blob/{REVISION}/LICENSE",
             },
-            "llama3\\-community",
+            "`llama3-community`",
         ),
         (
             BaseCard(license="other", license_link="https://example.com/terms"),
@@ -221,16 +224,24 @@ def test_hostile_text_in_the_body_renders_as_plain_text() -> None:
     assert images == ["benchmark/latency_memory.png"] and "<img src=x" not in html
     assert "<h1>heading" not in html and "<code>code</code>" not in html
     assert html.count("<table>") == 3 and "<td>cell</td>" not in html
-    # GFM (the Hub's flavour) autolinks bare URLs; escaped ':' and '.' keep them plain text
-    assert "https://evil" not in card.text and "www.evil" not in card.text
+    # GFM (the Hub's flavour) autolinks bare URLs, but never inside a code span: every hostile string is one
+    outside_code = re.sub(r"<code>.*?</code>", "", html, flags=re.DOTALL)
+    assert "evil" not in outside_code and "alert" not in outside_code
     hrefs = [part.split('"')[0] for part in html.split('href="')[1:]]
-    assert hrefs and all(h.startswith(f"https://huggingface.co/{BASE}") for h in hrefs), hrefs
+    assert hrefs and all(h.startswith(f"/{BASE}") for h in hrefs), hrefs
+    assert "\\" not in card.text.split("## Reproducibility")[0].replace("\\|", "")  # no backslash escapes
 
 
-def test_links_follow_the_hub_url() -> None:
+def test_links_point_at_the_hub_the_repo_lives_on() -> None:
+    """Body links are root-relative, so the Hub showing the card resolves them on itself; the endpoint the
+    service uploaded through (in-process ``http://hub.local``, a loopback port) never shows in the body."""
+    for hub_url in ("http://hub.local", "http://127.0.0.1:8080/"):
+        text = str(render_card(make_input(hub_url=hub_url, base=BaseCard(license="mit"))))
+        body = text.split("---\n", 2)[2]
+        assert "hub.local" not in body and "127.0.0.1" not in body
+        assert f"[{BASE}](/{BASE})" in body
     text = str(render_card(make_input(hub_url="http://127.0.0.1:8080/", base=BaseCard(license="other"))))
-    assert header_of(text)["license_link"] == f"http://127.0.0.1:8080/{BASE}"
-    assert f"[{BASE}](http://127.0.0.1:8080/{BASE})" in text
+    assert header_of(text)["license_link"] == f"http://127.0.0.1:8080/{BASE}"  # the Hub needs it absolute
 
 
 def test_relation_follows_the_algorithm_groups() -> None:
@@ -429,3 +440,90 @@ def test_card_from_a_real_evaluation_report(make_tiny_llama: Callable[..., torch
     assert QualityGate(max_perplexity_ratio=1.1).failures_from(report["quality"]) == [
         "perplexity ratio was not measured (gate 1.1)"  # no evaluation text was given
     ]
+
+
+# --- what the card claims is true ---------------------------------------------------------------------------
+
+
+def test_the_install_line_says_how_to_install() -> None:
+    """pruna-hub is not on PyPI and PyPI's `smash` is another project: the card says to install from the
+    source repository or a wheel built there, never `pip install pruna-hub` or `pip install smash`."""
+    body = render_card(make_input()).text
+    how_to = body.split("## How to use")[1].split(SNIPPET_START)[0]
+    assert "`pip install pruna-hub`, then" not in body
+    assert "not published on PyPI" in how_to and "unrelated package" in how_to
+    assert "`pip install .`" in how_to and "`pip install dist/pruna_hub-0.1.0-py3-none-any.whl`" in how_to
+
+
+def test_size_on_disk_is_the_published_files_card_included() -> None:
+    files = {
+        "model.safetensors": 160_000_000,
+        "config.json": 700,
+        "benchmark.json": 9_000,
+        "plot.png": 80_000,
+    }
+    metrics = {"base": {"disk_bytes": 538_000_000.0}, "smashed": {"disk_bytes": 150_000_000.0}}
+    card = render_card(make_input(metrics=metrics, published_files=files))
+    size = sum(files.values()) + len(str(card).encode())
+    assert f"| Size on disk | 538.000 MB | {size / 1e6:,.3f} MB |" in card.text
+    assert "the files of this repo's commit" in card.text
+    without = render_card(make_input(metrics=metrics)).text
+    assert "| Size on disk | 538.000 MB | 150.000 MB |" in without and "before the card" in without
+
+
+def test_size_on_disk_matches_a_folder_written_like_the_artifact(tmp_path: Path) -> None:
+    from pruna_hub.card import folder_files
+
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 123_456)
+    (tmp_path / "benchmark").mkdir()
+    (tmp_path / "benchmark" / "plot.png").write_bytes(b"y" * 7_890)
+    card = render_card(make_input(published_files=folder_files(tmp_path)))
+    (tmp_path / "README.md").write_text(str(card))
+    total = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+    assert f"| {total / 1e6:,.3f} MB |" in card.text.split("| Size on disk |")[1].splitlines()[0]
+
+
+def test_negative_memory_per_token_is_never_shown_as_a_cost() -> None:
+    metrics = {
+        "base": {"memory_per_token_bytes": -113_664.0},
+        "smashed": {"memory_per_token_bytes": 2_048.0},
+    }
+    body = render_card(make_input(metrics=metrics)).text
+    [row] = [line for line in body.splitlines() if line.startswith("| Memory per generated token |")]
+    assert "~0 MB (measured -0.114 MB, see note)" in row and row.endswith("| n/a |")
+    assert "A negative slope means peak memory did not grow measurably" in body
+    cells = [c.strip() for line in body.splitlines() if line.startswith("| ") for c in line.split("|")]
+    assert not any(re.fullmatch(r"-[0-9.,]+ ?(MB|GB|ms|x)?", c) for c in cells)
+
+
+def test_our_text_is_not_backslash_escaped() -> None:
+    data = make_input(repo_id="PrunaAI/tiny-llama-smashed", base_repo_id="acme/tiny-llama", recipe_name="a-b")
+    body = render_card(data).text
+    assert "\\-" not in body and "\\_" not in body and "\\=" not in body and "\\." not in body
+    assert body.startswith("# tiny-llama-smashed\n") or "\n# tiny-llama-smashed\n" in body
+    assert "[acme/tiny-llama](/acme/tiny-llama)" in body and "`a-b`" in body
+
+
+def test_the_plot_starts_memory_at_zero_with_whole_token_ticks_and_a_fitting_unit(
+    make_tiny_llama: Callable[..., torch.nn.Module],
+) -> None:
+    from smash.evaluation import Settings, evaluate
+    from smash.evaluation.plot import memory_unit, sweep_figure
+
+    base = make_tiny_llama()
+    smashed = smash(base, SmashConfig({"hqq": {"weight_bits": 8, "group_size": 64}}))
+    settings = Settings(
+        prompt_lengths=(8,), generation_lengths=(3, 7), warmup_runs=0, measured_runs=1, quality=False
+    )
+    report = evaluate(base, smashed, settings=settings)
+    figure = sweep_figure({"base": report.base, "smashed": report.smashed}, title="t")
+    figure.canvas.draw()
+    latency, memory = figure.axes
+    assert memory.get_ylim()[0] == 0 and latency.get_ylim()[0] == 0
+    for axes in (latency, memory):
+        ticks = [t for t in axes.get_xticks() if axes.get_xlim()[0] <= t <= axes.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    peak = max(p.peak_memory_bytes.mean for p in report.base.points if p.peak_memory_bytes is not None)
+    unit, scale = memory_unit(peak)
+    assert memory.get_ylabel() == f"peak memory ({unit})" and 1 <= peak / scale < 1000
+    assert memory_unit(1.2e9) == ("GB", 1e9) and memory_unit(5e5) == ("KB", 1e3)
