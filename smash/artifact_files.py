@@ -17,6 +17,7 @@ LOADER_PATTERNS = [
     "config.json",
     "generation_config.json",
     "*.safetensors",
+    "*.gguf",  # an algorithm's own weights file (llama_cpp): data, parsed by llama.cpp
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",

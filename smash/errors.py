@@ -266,3 +266,15 @@ class InvalidRepoIdError(SmashError, ValueError):
             f"invalid Hub repo id {repo_id!r}: {reason}. Use 'namespace/name' (letters, digits, '-', '_', "
             "'.'), or pass an existing local folder."
         )
+
+
+# --- llama.cpp backend (llama_cpp) -----------------------------------------------------------------------
+
+
+class LlamaCppError(SmashError, RuntimeError):
+    """llama.cpp (through llama-cpp-python) failed to quantize, load or run a GGUF file."""
+
+    def __init__(self, step: str, path: str, hint: str) -> None:
+        self.step = step
+        self.path = path
+        super().__init__(f"llama.cpp could not {step} {path}. {hint}")

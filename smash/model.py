@@ -13,6 +13,12 @@ compile cache (``smash.compile_cache``).
 Loading rebuilds the base architecture from config.json, lets each WEIGHTS algorithm rebuild its module
 structure (``Algorithm.restore``) in the saved order, loads the tensors strictly, then re-applies the
 REAPPLY algorithms (torch.compile, caches).
+
+An algorithm whose result is a file of its own rather than torch tensors (llama_cpp's GGUF) declares
+``save_files(model, folder, params, ctx)`` and ``load_files(folder, params, ctx) -> nn.Module``
+(``FileBackedAlgorithm``): the first writes its files beside the others, the second replaces building
+the base and the WEIGHTS replay; model.safetensors then holds what the rebuilt module has (nothing, for
+a GGUF) and still loads strictly. Its files must be data formats named in ``LOADER_PATTERNS``.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -41,6 +47,17 @@ ARTIFACT_FORMAT_VERSION = 1
 
 log = logging.getLogger(__name__)
 _ARTIFACT_KEYS = frozenset({"format_version", "order", "metadata", "aliases", "versions"})
+
+
+@runtime_checkable
+class FileBackedAlgorithm(Protocol):
+    """An algorithm that saves its result as files of its own and builds the model from them at load."""
+
+    def save_files(
+        self, model: nn.Module, folder: Path, params: Mapping[str, Any], ctx: SmashContext
+    ) -> None: ...
+
+    def load_files(self, folder: Path, params: Mapping[str, Any], ctx: SmashContext) -> nn.Module: ...
 
 
 class PrunaModel:
@@ -108,6 +125,9 @@ class PrunaModel:
         tensors, aliases = _deduplicated_state(self.model)
         save_file(tensors, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
         (path / CONFIG_FILE).write_text(self.smash_config.to_json(indent=2) + "\n")
+        for name, algorithm in _file_backed(self.smash_config, self.order):
+            ctx = SmashContext("cpu", dict(self.metadata.get(name, {})))
+            algorithm.save_files(self.model, path, self.smash_config[name], ctx)
         artifact = {
             "format_version": ARTIFACT_FORMAT_VERSION,
             "order": self.order,
@@ -297,7 +317,7 @@ def load_folder(
     order = determine_algorithm_order(config)
     metadata: dict[str, dict[str, Any]] = artifact.get("metadata", {})
     target = torch.device(device) if device is not None else torch.device("cpu")
-    model = _replay(build_base(path), config, order, metadata, target, SaveMode.WEIGHTS)
+    model = _rebuild(path, config, order, metadata, target)
     tensors = load_tensors(weights)
     for alias, kept in artifact.get("aliases", {}).items():
         if kept in tensors:
@@ -316,6 +336,30 @@ def load_folder(
     model = _replay(model, config, order, metadata, target, SaveMode.REAPPLY)
     tokenizer = architectures.load_tokenizer(path) if load_tokenizer else None
     return PrunaModel(model, config, metadata=metadata, tokenizer=tokenizer)
+
+
+def _file_backed(config: SmashConfig, order: list[str]) -> list[tuple[str, FileBackedAlgorithm]]:
+    """The algorithms of ``order`` that save files of their own, as (name, instance)."""
+    algorithms = [(name, config.registry.create(name)) for name in order]
+    return [(name, a) for name, a in algorithms if isinstance(a, FileBackedAlgorithm)]
+
+
+def _rebuild(
+    path: Path,
+    config: SmashConfig,
+    order: list[str],
+    metadata: Mapping[str, dict[str, Any]],
+    target: torch.device,
+) -> nn.Module:
+    """The model before its tensors are loaded: from the last file-backed algorithm's files, whose result
+    holds every earlier algorithm's effect, or the base architecture with the WEIGHTS replay."""
+    owners = _file_backed(config, order)
+    if owners:
+        name, algorithm = owners[-1]
+        return algorithm.load_files(
+            path, config[name], SmashContext(target.type, dict(metadata.get(name, {})))
+        )
+    return _replay(build_base(path), config, order, metadata, target, SaveMode.WEIGHTS)
 
 
 def _replay(
