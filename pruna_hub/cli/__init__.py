@@ -25,6 +25,7 @@ _COMMANDS: dict[str, str] = {
     "seed": "pruna_hub.cli.seed:seed",
     "worker": "pruna_hub.cli.sync:worker",
     "ui": "pruna_hub.cli.ui:ui",
+    "config": "pruna_hub.cli.config:config",
 }
 
 
