@@ -85,8 +85,21 @@ def main(argv: list[str] | None = None) -> Any:
     except (PrunaHubError, CatalogueError, ValueError, OSError) as e:
         if debug:
             raise
-        click.echo(f"error: {_one_line(e)}", err=True)
+        _show_error(_one_line(e))
         sys.exit(int(getattr(e, "exit_code", ExitCode.ERROR)))
+
+
+def _show_error(text: str) -> None:
+    """One line on stderr: ``error: ...``, or with ``--log-format json`` a JSON record like every other
+    message, so that a log collector parses every line."""
+    from pruna_hub.cli.logs import json_logging
+
+    if json_logging():
+        import logging
+
+        logging.getLogger("pruna_hub.cli").error(text)
+    else:
+        click.echo(f"error: {text}", err=True)
 
 
 def _one_line(error: BaseException) -> str:

@@ -105,6 +105,14 @@ def configure_logging(verbosity: int = 0, log_format: str = "text", *, stream: T
     quiet_third_parties(verbose=verbosity >= 1)
 
 
+def json_logging() -> bool:
+    """Whether the CLI's handler is installed and writes JSON lines."""
+    return any(
+        h.get_name() == _HANDLER_NAME and isinstance(h.formatter, JsonLinesFormatter)
+        for h in logging.getLogger().handlers
+    )
+
+
 def quiet_third_parties(*, verbose: bool) -> None:
     """Filter other libraries' FutureWarning/DeprecationWarning (transformers' ``past_key_values``
     deprecation, on every run) and their progress bars; ``-v`` shows them again. Ours always show."""

@@ -72,7 +72,7 @@ def test_a_publishing_sync_prints_a_line_per_decision_and_job(published: Any) ->
 
 
 def test_progress_is_logged_with_timestamps_and_no_third_party_noise(published: Any) -> None:
-    _, _, (code, _, stderr) = published
+    _, _, (_, _, stderr) = published
     lines = stderr.splitlines()
     assert lines and all(STAMP.match(line) for line in lines), stderr
     for step in ("claimed", "downloading", "smashing", "evaluating", "publishing", "verifying"):
@@ -113,7 +113,8 @@ def test_quiet_silences_progress_and_json_logs_parse(published: Any) -> None:
 
 
 def test_an_empty_pass_says_so_in_one_line(tmp_path: Path) -> None:
-    code, stdout, stderr = pruna_hub(tmp_path, "sync", "--local-hub", str(tmp_path / "hub"), "--device", "cpu")
+    args = ("sync", "--local-hub", str(tmp_path / "hub"), "--device", "cpu")
+    code, stdout, stderr = pruna_hub(tmp_path, *args)
     assert code == 0, stderr
     assert stdout == "0 queued, 0 skipped, 0 published, 0 failed\n"
 
@@ -172,8 +173,17 @@ def test_shared_options_are_spelled_the_same_everywhere() -> None:
         assert result.exit_code == 0, result.output
         return set(re.findall(r"--[a-z][a-z-]+", result.output))
 
-    for command in (("sync",), ("worker",)):
-        assert {"--database-url", "--local-hub", "--format", "--device", "--recipe-dir", "--config"} <= options(
-            *command
-        )
+    shared = {"--database-url", "--local-hub", "--format", "--device", "--recipe-dir", "--config"}
+    for command in ("sync", "worker"):
+        assert shared <= options(command), command
     assert "table|json|csv" in CliRunner().invoke(cli, ["catalogue", "export", "--help"]).output
+
+
+def test_an_error_is_a_json_record_with_json_logs(tmp_path: Path) -> None:
+    missing = f"sqlite:///{tmp_path / 'nothing.db'}"
+    code, _, stderr = pruna_hub(tmp_path, "--log-format", "json", "jobs", "list", "--database-url", missing)
+    assert code == 1
+    [record] = [json.loads(line) for line in stderr.splitlines()]
+    assert record["level"] == "ERROR" and "pruna-hub db upgrade" in record["message"]
+    code, _, stderr = pruna_hub(tmp_path, "jobs", "list", "--database-url", missing)
+    assert code == 1 and stderr.startswith("error: ") and len(stderr.splitlines()) == 1
