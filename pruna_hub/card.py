@@ -111,7 +111,8 @@ METRICS: Mapping[str, tuple[str, str, bool]] = {
     "compilations": ("Graph compilations after warm-up", "", True),
 }
 QUALITY: Mapping[str, str] = QUALITY_LABELS
-_SCALE = {"ms": 1e3, "GB": 1e-9, "MB": 1e-6, "tokens/s": 1.0, "": 1.0}
+_SCALE = {"ms": 1e3, "GB": 1e-9, "MB": 1e-6, "KB": 1e-3, "B": 1.0, "tokens/s": 1.0, "": 1.0}
+_BYTE_UNITS = (("GB", 1e9), ("MB", 1e6), ("KB", 1e3))
 
 
 @dataclass(frozen=True)
@@ -335,11 +336,20 @@ def _format(value: Any, unit: str) -> str:
     return f"{scaled:,.3f} {unit}" if abs(scaled) < 1000 else f"{scaled:,.0f} {unit}"
 
 
-def _memory_per_token(value: Any) -> str:
+def _row_unit(unit: str, *values: Any) -> str:
+    """Byte metrics (declared GB or MB) in the unit that fits the row's largest value: a small model's
+    peak memory reads 506.176 KB, not 0.001 GB."""
+    if unit not in ("GB", "MB"):
+        return unit
+    largest = max((abs(float(v)) for v in values if _number(v)), default=0.0)
+    return next((name for name, size in _BYTE_UNITS if largest >= size), "KB" if largest else unit)
+
+
+def _memory_per_token(value: Any, unit: str) -> str:
     """A negative slope is noise (the allocator's peak moved less than its granularity): shown as ~0."""
     if _number(value) and value < 0:
-        return f"~0 MB (measured {float(value) * 1e-6:,.3f} MB, see note)"
-    return _format(value, "MB")
+        return f"~0 {unit} (measured {float(value) * _SCALE[unit]:,.3f} {unit}, see note)"
+    return _format(value, unit)
 
 
 def _ratio(b: Any, s: Any) -> str:
@@ -375,7 +385,8 @@ def _benchmark_rows(data: CardInput, card_bytes: int) -> tuple[list[str], list[s
             continue
         b, s = base.get(key), smashed.get(key)
         if key == "memory_per_token_bytes":
-            cells = [_memory_per_token(b), _memory_per_token(s), _ratio(b, s)]
+            unit = _row_unit(unit, b, s)
+            cells = [_memory_per_token(b, unit), _memory_per_token(s, unit), _ratio(b, s)]
             if any(_number(v) and v < 0 for v in (b, s)):
                 notes.append(
                     "Memory per generated token: the slope of peak memory against generation length. A "
@@ -383,6 +394,7 @@ def _benchmark_rows(data: CardInput, card_bytes: int) -> tuple[list[str], list[s
                     "less than the allocator's granularity between runs); it is shown as ~0."
                 )
         else:
+            unit = _row_unit(unit, b, s)
             cells = [_format(b, unit), _format(s, unit), _ratio(b, s)]
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return rows, notes

@@ -480,7 +480,7 @@ def test_size_on_disk_matches_a_folder_written_like_the_artifact(tmp_path: Path)
     card = render_card(make_input(published_files=folder_files(tmp_path)))
     (tmp_path / "README.md").write_text(str(card))
     total = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
-    assert f"| {total / 1e6:,.3f} MB |" in card.text.split("| Size on disk |")[1].splitlines()[0]
+    assert f"| {total / 1e3:,.3f} KB |" in card.text.split("| Size on disk |")[1].splitlines()[0]
 
 
 def test_negative_memory_per_token_is_never_shown_as_a_cost() -> None:
@@ -490,7 +490,7 @@ def test_negative_memory_per_token_is_never_shown_as_a_cost() -> None:
     }
     body = render_card(make_input(metrics=metrics)).text
     [row] = [line for line in body.splitlines() if line.startswith("| Memory per generated token |")]
-    assert "~0 MB (measured -0.114 MB, see note)" in row and row.endswith("| n/a |")
+    assert "~0 KB (measured -113.664 KB, see note) | 2.048 KB | n/a |" in row  # the unit that fits the row
     assert "A negative slope means peak memory did not grow measurably" in body
     cells = [c.strip() for line in body.splitlines() if line.startswith("| ") for c in line.split("|")]
     assert not any(re.fullmatch(r"-[0-9.,]+ ?(MB|GB|ms|x)?", c) for c in cells)
@@ -527,3 +527,13 @@ def test_the_plot_starts_memory_at_zero_with_whole_token_ticks_and_a_fitting_uni
     unit, scale = memory_unit(peak)
     assert memory.get_ylabel() == f"peak memory ({unit})" and 1 <= peak / scale < 1000
     assert memory_unit(1.2e9) == ("GB", 1e9) and memory_unit(5e5) == ("KB", 1e3)
+
+
+def test_byte_rows_use_the_unit_that_fits() -> None:
+    metrics = {
+        "base": {"peak_memory_bytes.mean": 716_096.0, "weight_bytes": 1_120_000_000.0},
+        "smashed": {"peak_memory_bytes.mean": 506_176.0, "weight_bytes": 160_000_000.0},
+    }
+    body = render_card(make_input(metrics=metrics)).text
+    assert "| Peak memory, mean | 716.096 KB | 506.176 KB | 0.707x |" in body
+    assert "| Weight bytes | 1.120 GB | 0.160 GB | 0.143x |" in body
