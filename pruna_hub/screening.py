@@ -30,6 +30,8 @@ class SkipReason(enum.StrEnum):
     NO_SAFETENSORS = "no_safetensors"
     DERIVED = "derived"
     NO_CONFIG = "no_config"
+    PREQUANTIZED = "prequantized"
+    UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
@@ -60,18 +62,32 @@ def remote_code_reason(info: Any) -> str | None:
 
 
 def derived_reason(info: Any) -> str | None:
+    """Why the repo is a copy of another model: its card declares the base it derives from, as a
+    quantization, merge or adapter (or tags itself quantized). An original release that ships quantized
+    weights of its own declares no base: that is ``prequantized_reason``, not this."""
     card = _card(info)
+    base = card.get("base_model")
+    if not (isinstance(base, str) and base) and not (isinstance(base, list) and base):
+        return None
     relation = card.get("base_model_relation")
     if isinstance(relation, str) and relation in _DERIVED_RELATIONS:  # card data is untrusted
-        return f"the card says base_model_relation: {relation}"
+        return f"the card derives it from {base} (base_model_relation: {relation})"
     tags = {str(t).lower() for t in (getattr(info, "tags", None) or [])}
     quantized = sorted(tags & _QUANTIZED_TAGS)
     if quantized:
-        return f"tagged as already quantized ({', '.join(quantized)})"
-    config = getattr(info, "config", None) or {}
-    if config.get("quantization_config"):
-        return "config.json has a quantization_config"
+        return f"the card derives it from {base} and tags it quantized ({', '.join(quantized)})"
     return None
+
+
+def prequantized_reason(info: Any) -> str | None:
+    """Why the weights cannot be smashed as they are: they ship quantized (``quantization_config``)."""
+    config = getattr(info, "config", None) or {}
+    quantization = config.get("quantization_config")
+    if not quantization:
+        return None
+    method = quantization.get("quant_method") if isinstance(quantization, Mapping) else None
+    shown = f" ({method})" if isinstance(method, str) else ""
+    return f"it ships quantized weights{shown}; the recipes start from full-precision weights"
 
 
 def parameter_count(info: Any) -> int | None:
@@ -86,6 +102,7 @@ def screen(
     readable: bool,
     has_recipe: bool,
     max_parameters: int | None,
+    no_recipe_detail: str = "no recipe matches",
 ) -> Skip | None:
     """None when the model should be smashed, otherwise why not. Order: cheapest, most certain first."""
     if getattr(info, "gated", False) and not readable:
@@ -100,13 +117,16 @@ def screen(
     reason = derived_reason(info)
     if reason:
         return Skip(SkipReason.DERIVED, reason)
+    reason = prequantized_reason(info)
+    if reason:
+        return Skip(SkipReason.PREQUANTIZED, reason)
     if not any(f.endswith(".safetensors") for f in _filenames(info)):
         return Skip(SkipReason.NO_SAFETENSORS, "no .safetensors weights (pickle weights are never loaded)")
     count = parameter_count(info)
     if max_parameters is not None and count is not None and count > max_parameters:
         return Skip(SkipReason.TOO_LARGE, f"{count:,} parameters > budget {max_parameters:,}")
     if not has_recipe:
-        return Skip(SkipReason.NO_RECIPE, f"no recipe matches architectures {architectures(info)}")
+        return Skip(SkipReason.NO_RECIPE, no_recipe_detail)
     return None
 
 

@@ -225,6 +225,43 @@ class JobEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Candidate(Base):
+    """Discovery's latest decision for one base revision, whatever it was: queued, skipped (with the
+    reason, ``no_recipe`` included, which has no job to carry it) or an error reading the model."""
+
+    __tablename__ = "candidates"
+    __table_args__ = (
+        UniqueConstraint("namespace", "repo_id", "revision"),
+        Index("ix_candidates_namespace_decided_at", "namespace", "decided_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    namespace: Mapped[str] = mapped_column(server_default=DEFAULT_NAMESPACE)
+    repo_id: Mapped[str]
+    revision: Mapped[str]
+    action: Mapped[str]
+    reason: Mapped[str | None]
+    detail: Mapped[str | None]
+    recipe_name: Mapped[str | None]
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DiscoveryCursor(Base):
+    """Where the last complete discovery pass with one set of filters got to: the creation time of the
+    newest model it decided. The next pass lists everything created since, not just the newest page."""
+
+    __tablename__ = "discovery_cursors"
+    __table_args__ = (UniqueConstraint("namespace", "filters"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    namespace: Mapped[str]
+    filters: Mapped[str]
+    newest_created_at: Mapped[datetime]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Artifact(Base):
     """A smashed model published as one commit of a Hub repo."""
 

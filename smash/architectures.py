@@ -151,6 +151,21 @@ def read_base_config(path: Path) -> Any:
         raise ArtifactError(str(path), f"{CONFIG_FILE} cannot be read ({_one_line(e)})", _RESAVE) from e
 
 
+def config_parameters(data: Any, *, location: str, module_limit: int) -> int:
+    """Parameters plus buffer elements of the model a config.json mapping describes, counted on the meta
+    device (nothing is allocated): what a Hub listing's safetensors summary cannot be trusted to say."""
+    from transformers import AutoConfig
+
+    checked = dict(check_config_data(data, location=location))
+    model_type = checked.pop("model_type")
+    try:
+        config = AutoConfig.for_model(model_type, **checked)
+    except READ_ERRORS as e:
+        raise ArtifactError(location, f"{CONFIG_FILE} cannot be read ({_one_line(e)})", _RESAVE) from e
+    model_cls = architecture_class(config, location=location)
+    return count_elements(model_cls, config, location=location, module_limit=module_limit)
+
+
 def _known_classes(model_type: object) -> set[str]:
     from transformers.models.auto import modeling_auto
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pruna_hub.card import BaseCard, CardInput, applied_algorithms, flatten_efficiency, render_card
+from pruna_hub.card import (
+    BaseCard,
+    CardInput,
+    applied_algorithms,
+    flatten_efficiency,
+    folder_files,
+    render_card,
+)
 from pruna_hub.errors import HubError
 
 if TYPE_CHECKING:
@@ -83,8 +91,8 @@ def build_artifact_folder(ctx: SyncContext, plan: Plan, smashed: Any, report: An
     plot_sweep(
         {"base": report.base, "smashed": report.smashed}, folder / PLOT_FILE, title=plan.target_repo_id
     )
-    card = render_card(card_input(ctx, plan, smashed, report))
-    (folder / "README.md").write_text(str(card))
+    data = dataclasses.replace(card_input(ctx, plan, smashed, report), published_files=folder_files(folder))
+    (folder / "README.md").write_text(str(render_card(data)))  # size on disk: the files of this commit
 
 
 def card_input(ctx: SyncContext, plan: Plan, smashed: Any, report: Any) -> CardInput:
@@ -152,18 +160,19 @@ def verify_artifact(
 
 
 def _verify_generation(loaded: Any, reference: tuple[Any, Any] | None) -> tuple[bool, str]:
-    from smash.evaluation.generation import greedy_tokens, score
+    from smash.evaluation.generation import greedy_tokens, room, score
     from smash.evaluation.prompts import quality_prompt_ids
 
     vocab = int(getattr(loaded.model.config, "vocab_size", 2))
     tokenizer = reference[1] if reference is not None else loaded.tokenizer
     prompts = quality_prompt_ids(tokenizer, vocab, count=VERIFY_PROMPTS, chat=False, seed=0)
-    generated = [greedy_tokens(loaded, p, VERIFY_NEW_TOKENS) for p in prompts]
+    budgets = [room(loaded, len(p), VERIFY_NEW_TOKENS) for p in prompts]
+    generated = [greedy_tokens(loaded, p, n) for p, n in zip(prompts, budgets, strict=True)]
     if not all(generated):
         return False, "the loaded model generated nothing for some prompts"
     if reference is None:
         return True, json.dumps({"generated_prompts": len(generated), "new_tokens": VERIFY_NEW_TOKENS})
-    expected = [greedy_tokens(reference[0], p, VERIFY_NEW_TOKENS) for p in prompts]
+    expected = [greedy_tokens(reference[0], p, n) for p, n in zip(prompts, budgets, strict=True)]
     agreement = sum(score(e, g)[0] for e, g in zip(expected, generated, strict=True)) / len(prompts)
     if generated != expected:
         return (

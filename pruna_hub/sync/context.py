@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pruna_hub.hub_client import HubClient, RetryPolicy
 from pruna_hub.recipes import Recipe, RecipeBook, load_recipes
 from pruna_hub.settings import Settings
 from pruna_hub.sync.steps import ModelSteps
-from registry_db.errors import DatabaseUnreachableError
+from registry_db.store import ServiceStore, retry_unreachable
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -24,22 +23,6 @@ if TYPE_CHECKING:
     from registry_db import Catalogue
 
 T = TypeVar("T")
-# Waits between tries of a catalogue transaction whose connection was lost (~19 s in all): enough for a
-# killed connection (the pool reconnects at once, pool_pre_ping) or a failover; a longer outage raises.
-DB_RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
-
-
-def retry_unreachable(attempt: Callable[[], T], *, report: Callable[[str], None] | None = None) -> T:
-    """``attempt()``, tried again while the database is unreachable (its transaction was rolled back, so
-    a retry is safe; the job's lease still guards every write)."""
-    for delay in DB_RETRY_DELAYS_S:
-        try:
-            return attempt()
-        except DatabaseUnreachableError as e:
-            if report is not None:
-                report(f"catalogue connection lost ({e.reason}); retrying in {delay:g} s")
-            time.sleep(delay)
-    return attempt()
 
 
 def worker_name() -> str:
@@ -80,26 +63,21 @@ class SyncContext:
         return cls(settings, hub, catalogue, book, settings.resolved_device(), report=report)
 
     @property
+    def store(self) -> ServiceStore:
+        """The catalogue's domain operations (each its own transaction, retried on a lost connection)."""
+        return ServiceStore(self.catalogue, report=self.report)
+
+    @property
     def lease_for(self) -> timedelta:
         return timedelta(seconds=self.settings.lease_seconds)
 
     def write(self, work: Callable[[Session], T]) -> T:
         """``work`` in one write transaction, retried if the connection to the database was lost."""
-
-        def attempt() -> T:
-            with self.catalogue.session() as session:
-                return work(session)
-
-        return retry_unreachable(attempt, report=self.report)
+        return self.store.write(work)
 
     def read(self, work: Callable[[Session], T]) -> T:
         """``work`` in a read session, retried if the connection to the database was lost."""
-
-        def attempt() -> T:
-            with self.catalogue.read_session() as session:
-                return work(session)
-
-        return retry_unreachable(attempt, report=self.report)
+        return self.store.read(work)
 
     def rank_recipes(self, recipes: Sequence[Recipe], model_config: Mapping[str, Any]) -> tuple[Recipe, str]:
         """The recipe of a ``rank_by`` tie that decodes fastest on this host, and why (recipes.ranking)."""

@@ -14,21 +14,12 @@ A recipe outside a tie has no other recipe to fall back to: its failure stays fi
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
-from sqlalchemy import select
 
 from pruna_hub.errors import HubError, RankingError
 from pruna_hub.recipes import Recipe
 from pruna_hub.sync.context import SyncContext
-from pruna_hub.sync.discovery import full_config, recipe_row
+from pruna_hub.sync.discovery import full_config, recipe_spec
 from registry_db.errors import CatalogueError
-from registry_db.jobs import create_or_get_job
-from registry_db.models import BaseModel, Job
-from registry_db.models import Recipe as RecipeRow
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +48,7 @@ def _queue_next(
         # The recipes changed since the job was queued, or config.json could not be read (logged).
         ctx.report(f"job {job_id}: {failed.name} no longer ties for {repo_id}; no other recipe is queued")
         return None
-    tried = ctx.read(lambda session: _recipes_tried(session, base_model_id))
+    tried = ctx.store.recipes_tried(base_model_id)
     untried = [r for r in tie if r.content_hash not in tried]
     if not untried:
         ctx.report(f"job {job_id}: every recipe of the tie failed on {repo_id}; nothing is published")
@@ -66,21 +57,11 @@ def _queue_next(
         recipe, why = ctx.rank_recipes(untried, config)
     else:
         recipe, why = untried[0], f"{untried[0].name}, the tie's last untried recipe"
-    next_id, created = ctx.write(lambda session: _queue(session, ctx, base_model_id, recipe))
-    if created:
-        ctx.report(f"job {job_id}: {failed.name} failed its quality gate; queued job {next_id} with {why}")
-    return next_id
-
-
-def _recipes_tried(session: Session, base_model_id: int) -> set[str]:
-    """Content hashes of the recipes that have a job (in any state) for this base revision."""
-    query = select(RecipeRow.content_hash).join(Job, Job.recipe_id == RecipeRow.id)
-    return set(session.scalars(query.where(Job.base_model_id == base_model_id)))
-
-
-def _queue(session: Session, ctx: SyncContext, base_model_id: int, recipe: Recipe) -> tuple[int, bool]:
-    base = session.get(BaseModel, base_model_id)
-    assert base is not None  # the failed job's foreign key
-    row = recipe_row(session, ctx.catalogue.namespace, recipe)
-    job, created = create_or_get_job(session, base, row, max_attempts=ctx.settings.max_attempts)
-    return job.id, created
+    queued = ctx.store.queue_recipe(
+        base_model_id, recipe_spec(recipe), max_attempts=ctx.settings.max_attempts
+    )
+    if queued.created:
+        ctx.report(
+            f"job {job_id}: {failed.name} failed its quality gate; queued job {queued.job_id} with {why}"
+        )
+    return queued.job_id

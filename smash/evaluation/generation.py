@@ -14,7 +14,9 @@ counts its missing positions as disagreements):
 - exact: the whole outputs are equal.
 
 Only lossless algorithms (static_cache, torch_compile) must give exact outputs; a quantized model
-diverges at some point, and the matching prefix says how soon.
+diverges at some point, and the matching prefix says how soon. A smashed model with a static-cache
+runtime holds at most ``max_cache_len`` positions: a prompt whose prompt + new tokens would not fit gets
+as many new tokens as fit, from both models alike.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import torch
 
+from smash.errors import EvaluationInputError
 from smash.evaluation.efficiency import model_device
 from smash.evaluation.timing import unwrap
 
@@ -69,12 +72,30 @@ def score(base: Sequence[int], smashed: Sequence[int]) -> tuple[float, float]:
     return sum(same) / longest, prefix / longest
 
 
+def room(model: Any, prompt_length: int, new_tokens: int) -> int:
+    """How many of ``new_tokens`` fit after a prompt in the model's static cache (all without one)."""
+    from smash.runtime import attached_runtime
+
+    runtime = attached_runtime(unwrap(model))
+    if runtime is None:
+        return new_tokens
+    fit = min(new_tokens, runtime.spec.max_cache_len - prompt_length)
+    if fit < 1:
+        raise EvaluationInputError(
+            f"a quality prompt of {prompt_length} tokens does not fit the static cache of "
+            f"{runtime.spec.max_cache_len} positions",
+            "Raise static_cache.max_cache_len, or evaluate with fewer or shorter prompts.",
+        )
+    return fit
+
+
 def compare_generations(
     base: Any, smashed: Any, prompts: Sequence[Sequence[int]], new_tokens: int
 ) -> GenerationComparison:
     """Generate ``new_tokens`` greedily from each prompt with both models and score the outputs."""
-    base_out = [greedy_tokens(base, p, new_tokens) for p in prompts]
-    smashed_out = [greedy_tokens(smashed, p, new_tokens) for p in prompts]
+    budgets = [room(smashed, len(p), new_tokens) for p in prompts]
+    base_out = [greedy_tokens(base, p, n) for p, n in zip(prompts, budgets, strict=True)]
+    smashed_out = [greedy_tokens(smashed, p, n) for p, n in zip(prompts, budgets, strict=True)]
     scores = [score(b, s) for b, s in zip(base_out, smashed_out, strict=True)]
     count = max(len(scores), 1)
     return GenerationComparison(

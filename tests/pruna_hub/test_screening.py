@@ -49,9 +49,19 @@ def test_a_plain_model_is_smashed() -> None:
             True,
             SkipReason.REMOTE_CODE,
         ),
-        ({"card_data": {"base_model_relation": "quantized"}}, True, True, SkipReason.DERIVED),
-        ({"tags": ["transformers", "gptq"]}, True, True, SkipReason.DERIVED),
-        ({"config": {**LLAMA_CONFIG, "quantization_config": {"bits": 4}}}, True, True, SkipReason.DERIVED),
+        (
+            {"card_data": {"base_model": "meta/llama", "base_model_relation": "quantized"}},
+            True,
+            True,
+            SkipReason.DERIVED,
+        ),
+        ({"card_data": {"base_model": "meta/llama"}, "tags": ["gptq"]}, True, True, SkipReason.DERIVED),
+        (
+            {"config": {**LLAMA_CONFIG, "quantization_config": {"quant_method": "mxfp4"}}},
+            True,
+            True,
+            SkipReason.PREQUANTIZED,
+        ),
         ({"siblings": [{"rfilename": "pytorch_model.bin"}]}, True, True, SkipReason.NO_SAFETENSORS),
         ({"safetensors": {"parameters": {"F32": 20_000}, "total": 20_000}}, True, True, SkipReason.TOO_LARGE),
         ({}, True, False, SkipReason.NO_RECIPE),
@@ -61,6 +71,16 @@ def test_each_skip_reason(
     overrides: dict[str, Any], readable: bool, has_recipe: bool, expected: SkipReason
 ) -> None:
     assert _screen(info(**overrides), readable=readable, has_recipe=has_recipe) is expected
+
+
+def test_derived_means_the_card_declares_a_base_it_derives_from() -> None:
+    """An original release quantized by its authors (gpt-oss: mxfp4 in its config, no base_model) is
+    not a copy of another model; it is skipped as prequantized, with the method named."""
+    assert _screen(info(card_data={"base_model_relation": "quantized"})) is None  # no base: not a copy
+    assert _screen(info(tags=["transformers", "gptq"])) is None
+    gpt_oss = info(config={**LLAMA_CONFIG, "quantization_config": {"quant_method": "mxfp4"}})
+    skip = screen(gpt_oss, readable=True, has_recipe=True, max_parameters=None)
+    assert skip is not None and skip.reason is SkipReason.PREQUANTIZED and "mxfp4" in skip.detail
 
 
 def test_gated_but_readable_is_smashed() -> None:

@@ -121,22 +121,20 @@ def test_a_rank_by_tie_is_decided_by_measuring_on_this_host_then_published(
     publish_base(acme(), "acme/tiny-llama", tmp_path / "base")
     ctx = make_ctx(write_tied_recipes(tmp_path / "tied"))
 
-    [planned] = discover(ctx, dry_run=True)
+    [planned] = discover(ctx, dry_run=True)  # a dry run names the tie and times nothing
+    assert planned.action == "would_queue"
+    assert "would time tiny-hqq8 against tiny-int8 by decode latency on this host" in str(planned.detail)
+    assert not TimingStore().path.exists()
+
+    summary = sync_once(ctx)
     entries = json.loads(TimingStore().path.read_text())["entries"].values()
     timings = [RecipeTiming(**{k: v for k, v in e.items() if k != "host"}) for e in entries]
     assert sorted(t.recipe for t in timings) == ["tiny-hqq8", "tiny-int8"]
     assert all(t.decode_ms is not None and t.decode_ms > 0 for t in timings)
     measured = choose(ctx.book.top_tier({"architectures": ["LlamaForCausalLM"]}, "cpu"), timings)
-    assert (planned.action, planned.recipe) == ("would_queue", measured.name)
-    assert "by decode latency on this host: tiny-hqq8 " in str(planned.detail)
-
-    summary = sync_once(ctx)  # the stored timings decide: nothing is measured twice
     [decision] = summary.decisions
-    assert (decision.action, decision.recipe, decision.detail) == (
-        "queued",
-        measured.name,
-        planned.detail.split("; ", 1)[1],
-    )
+    assert (decision.action, decision.recipe) == ("queued", measured.name)
+    assert "by decode latency on this host: tiny-hqq8 " in str(decision.detail)
     [outcome] = summary.outcomes
     assert outcome.state == "published", outcome.error
     assert outcome.recipe == measured.name
@@ -266,6 +264,55 @@ def test_each_skip_reason_is_recorded(
     assert not HfApi().repo_exists("PrunaAI/candidate-smashed-test")
     if decision.job_id is not None:
         assert _job_states(ctx) == ["skipped"]
+    [candidate] = ctx.store.candidates()  # recorded whether or not it has a job (no_recipe has none)
+    assert (candidate.repo_id, candidate.action, candidate.reason) == ("acme/candidate", "skipped", reason)
+    assert candidate.detail == decision.detail
+
+
+def test_discovery_pages_through_everything_new_since_its_last_pass(make_ctx: Any, tmp_path: Path) -> None:
+    """A cursor per filter set: a pass takes the oldest `limit` models created since the last one, so a
+    busy Hub is worked through in order instead of only its newest page being seen."""
+    api = acme()
+    for name in ("m0", "m1", "m2"):
+        publish_base(api, f"acme/{name}", tmp_path / name)
+    ctx = make_ctx(limit=2)
+    first = {d.repo_id for d in discover(ctx) if d.action == "queued"}
+    assert first == {"acme/m1", "acme/m2"}  # a first pass starts from the newest page
+    for name in ("m3", "m4", "m5"):
+        publish_base(api, f"acme/{name}", tmp_path / name)
+    second = {d.repo_id for d in discover(ctx) if d.action == "queued"}
+    third = {d.repo_id for d in discover(ctx) if d.action == "queued"}
+    assert (second, third) == ({"acme/m3", "acme/m4"}, {"acme/m5"})
+    assert {d.action for d in discover(ctx)} <= {"seen"}
+
+
+def test_several_pipeline_tags_are_listed(make_ctx: Any, tmp_path: Path) -> None:
+    api = acme()
+    publish_base(api, "acme/chat", tmp_path / "chat")
+    publish_base(api, "acme/embed", tmp_path / "embed", card_text=card(pipeline_tag="feature-extraction"))
+    assert {d.repo_id for d in discover(make_ctx(pipeline_tag="text-generation"), dry_run=True)} == {
+        "acme/chat"
+    }
+    both = make_ctx(pipeline_tag="text-generation,feature-extraction")
+    assert {d.repo_id for d in discover(both, dry_run=True)} == {"acme/chat", "acme/embed"}
+
+
+def test_a_config_claiming_a_huge_model_over_tiny_weights_is_skipped_and_the_pass_goes_on(
+    make_ctx: Any, tmp_path: Path
+) -> None:
+    """The budget is checked on config.json's own sizes too (counted on the meta device: nothing is
+    allocated), per candidate; an unreadable config is one error, never the end of the pass."""
+    api = acme()
+    huge = {"hidden_size": 65536, "intermediate_size": 262144, "num_hidden_layers": 512}
+    publish_base(api, "acme/huge", tmp_path / "huge", config_extra=huge)
+    publish_base(api, "acme/broken", tmp_path / "broken", config_extra={"hidden_size": "wide"})
+    publish_base(api, "acme/fine", tmp_path / "fine")
+    decisions = {d.repo_id: d for d in discover(make_ctx())}
+    assert (decisions["acme/huge"].action, decisions["acme/huge"].reason) == ("skipped", "too_large")
+    assert "config.json" in (decisions["acme/huge"].detail or "")
+    assert (
+        decisions["acme/broken"].action in ("skipped", "error") and decisions["acme/fine"].action == "queued"
+    )
 
 
 def test_gated_and_too_large_models_are_skipped(
