@@ -185,6 +185,39 @@ def _describe_metrics(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+@catalogue.command("candidates")
+@click.option(
+    "--action", type=click.Choice(["queued", "skipped", "error"]), help="Only decisions of this kind."
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@database_url_option
+@namespace_option
+@format_option()
+def candidates_command(
+    action: str | None, limit: int, database_url: str | None, namespace: str, fmt: str
+) -> None:
+    """What discovery decided for each model it saw, newest first: queued, or skipped with the reason
+    (no recipe, gated, too large...), or an error reading it."""
+    from registry_db.store import ServiceStore
+
+    with _open(database_url, namespace) as cat:
+        rows = ServiceStore(cat).candidates(action=action, limit=limit)
+    if fmt == "json":
+        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        return
+    table = [
+        [
+            f"{r.repo_id}@{r.revision[:12]}",
+            r.action,
+            r.reason or "",
+            r.recipe_name or "",
+            _shorten(r.detail or "", 70),
+        ]
+        for r in rows
+    ]
+    click.echo(render_table(["model", "decision", "reason", "recipe", "detail"], table))
+
+
 @catalogue.command("best")
 @click.option(
     "--metric",

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from huggingface_hub import HfApi, ModelCard
 from sync_support import card, publish_base, write_recipe, write_tied_recipes
 
 from pruna_hub.card import extract_snippet
+from pruna_hub.cli import cli
 from pruna_hub.hub_client import RetryPolicy
 from pruna_hub.hubstore import LocalHub, Principal
 from pruna_hub.recipes.ranking import RecipeTiming, TimingStore, choose, rank
@@ -267,6 +269,12 @@ def test_each_skip_reason_is_recorded(
     [candidate] = ctx.store.candidates()  # recorded whether or not it has a job (no_recipe has none)
     assert (candidate.repo_id, candidate.action, candidate.reason) == ("acme/candidate", "skipped", reason)
     assert candidate.detail == decision.detail
+    url, namespace = ctx.settings.database_url, ctx.catalogue.namespace
+    shown = CliRunner().invoke(
+        cli, ["catalogue", "candidates", "--database-url", url, "--namespace", namespace, "--format", "json"]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert [(c["repo_id"], c["reason"]) for c in json.loads(shown.output)] == [("acme/candidate", reason)]
 
 
 def test_discovery_pages_through_everything_new_since_its_last_pass(make_ctx: Any, tmp_path: Path) -> None:
