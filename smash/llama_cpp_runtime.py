@@ -8,8 +8,8 @@ object is returned unchanged and remembers its tokens), so a transformers-style 
 random generator), ``max_new_tokens``/``min_new_tokens``, end-of-sequence tokens, a streamer, and it
 returns the prompt followed by the new tokens, rows right-padded with the pad token.
 
-llama.cpp keeps one sequence in its KV cache; each call reuses the longest prefix it shares with the
-tokens evaluated last, so a decode step evaluates one token.
+llama.cpp keeps one sequence in its KV cache: a decode step (of ``generate``, or of a ``forward`` given the
+``past_key_values`` it returned) evaluates one token; any other call evaluates its sequence whole.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class LlamaCppModel(nn.Module):
         self.n_threads = n_threads
         self.n_ctx = n_ctx
         self.llama = load_llama(self.gguf_path, n_threads=n_threads, n_ctx=n_ctx)
+        self._vocab = int(self.llama.n_vocab())
         self._head = nn.Identity()  # the output head lives in llama.cpp; this says there is one
         self._sequences: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
 
@@ -92,8 +93,14 @@ class LlamaCppModel(nn.Module):
 
     # --- evaluation -------------------------------------------------------------------------------
 
-    def logits(self, tokens: Sequence[int]) -> np.ndarray:
-        """(len(tokens), vocab) float32 logits, evaluating only what the KV cache does not hold yet."""
+    def logits(self, tokens: Sequence[int], *, reuse: int = 0, last_only: bool = False) -> np.ndarray:
+        """Float32 logits of every position of ``tokens`` (or of the last one: shape (1, vocab)).
+
+        ``reuse``: how many leading tokens the caller knows this model evaluated last (a decode step: all
+        but one); they are kept in llama.cpp's KV cache when it still holds them. A new sequence passes 0
+        and is evaluated whole, as transformers would, so timing a repeated prompt measures a real prefill.
+        ``last_only`` skips the output head on the other positions (llama.cpp computes only what it keeps).
+        """
         if not tokens:
             raise GenerationInputError("llama.cpp needs at least one token per sequence")
         if len(tokens) > self.n_ctx:
@@ -102,22 +109,31 @@ class LlamaCppModel(nn.Module):
                 "llama_cpp.n_ctx or pass fewer tokens"
             )
         llm = self.llama
-        held = llm.input_ids[: llm.n_tokens]
-        n = min(len(held), len(tokens) - 1)
-        same = np.asarray(tokens[:n], dtype=held.dtype) == held[:n]
-        prefix = n if same.all() else int(np.argmin(same))
-        llm.n_tokens = prefix
-        llm.eval(list(tokens[prefix:]))
-        return llm.scores[: len(tokens)]
+        keep = min(reuse, llm.n_tokens, len(tokens) - 1)
+        if keep and not np.array_equal(llm.input_ids[:keep], np.asarray(tokens[:keep], dtype=np.intc)):
+            keep = 0
+        llm.n_tokens = keep
+        # pinned llama-cpp-python 0.3.36: `_logits_all` is what `eval` reads to keep every position's logits
+        llm._logits_all = not last_only
+        llm.eval(list(tokens[keep:]))
+        if not last_only:
+            return llm.scores[: len(tokens)]
+        import llama_cpp
+
+        row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return np.ctypeslib.as_array(row, shape=(1, self._vocab))
 
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         past_key_values: Any = None,
+        logits_to_keep: int = 0,
         **_: Any,
     ) -> Any:
-        """Logits of every position; with ``past_key_values``, the sequence continues the one it holds."""
+        """Logits of every position (of the last only with ``logits_to_keep=1``, as transformers'); with
+        ``past_key_values``, the sequence continues the one it holds."""
+        last_only = logits_to_keep == 1
         if past_key_values is not None:
             if input_ids.shape[0] != 1:
                 raise GenerationInputError("llama.cpp continues one sequence at a time: pass a batch of one")
@@ -127,17 +143,22 @@ class LlamaCppModel(nn.Module):
                 prior = []
             new = [int(t) for t in input_ids[0].tolist()]
             full = prior + new
-            logits = torch.from_numpy(self.logits(full)[len(prior) :].copy())[None]
+            scores = self.logits(full, reuse=len(prior), last_only=last_only)
+            logits = torch.from_numpy((scores if last_only else scores[len(prior) :]).copy())[None]
             self._sequences[past_key_values] = full
             return _output(logits, past_key_values)
+        if last_only and input_ids.shape[0] == 1 and attention_mask is None:
+            scores = self.logits([int(t) for t in input_ids[0].tolist()], last_only=True)
+            return _output(torch.from_numpy(scores.copy())[None], None)
         rows = [
             self._row_logits(input_ids[i], _row_mask(attention_mask, i)) for i in range(input_ids.shape[0])
         ]
-        return _output(torch.stack(rows), None)
+        logits = torch.stack(rows)
+        return _output(logits[:, -logits_to_keep:] if logits_to_keep else logits, None)
 
     def _row_logits(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         keep = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
-        out = torch.zeros((ids.shape[0], int(self.llama.n_vocab())), dtype=torch.float32)
+        out = torch.zeros((ids.shape[0], self._vocab), dtype=torch.float32)
         out[keep] = torch.from_numpy(self.logits([int(t) for t in ids[keep].tolist()]).copy())
         return out
 
@@ -174,7 +195,8 @@ class LlamaCppModel(nn.Module):
         tokens = list(prompt)
         new: list[int] = []
         while len(new) < options["max_new"]:
-            logits = torch.from_numpy(self.logits(tokens)[-1].copy())
+            scores = self.logits(tokens, reuse=len(tokens) - 1 if new else 0, last_only=True)
+            logits = torch.from_numpy(scores[-1].copy())
             if len(new) < options["min_new"] and options["eos"]:
                 logits[list(options["eos"])] = float("-inf")
             token = _sample(logits, options) if options["sample"] else int(torch.argmax(logits))

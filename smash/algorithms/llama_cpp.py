@@ -27,10 +27,11 @@ from torch import nn
 
 from smash import gguf_export
 from smash.algorithms.base import Algorithm, Group, Hyperparameter, SaveMode, SmashContext
+from smash.artifact_files import GGUF_TYPES, gguf_file
 from smash.errors import ArtifactError, LlamaCppError
 from smash.registry import registry
 
-QUANT_TYPES = ("F32", "F16", "Q8_0", "Q4_K_M", "Q4_0")
+QUANT_TYPES = GGUF_TYPES
 # quant type -> llama.cpp's ``llama_ftype`` constant name in llama-cpp-python
 _FTYPES = {
     "F16": "LLAMA_FTYPE_MOSTLY_F16",
@@ -41,9 +42,9 @@ _FTYPES = {
 INSTALL_HINT = "install llama-cpp-python (pip install 'pruna-hub[gguf]')"
 
 
-def gguf_file(params: Mapping[str, Any]) -> str:
+def artifact_gguf(params: Mapping[str, Any]) -> str:
     """The artifact's GGUF file name; ``quant_type`` comes from a validated config, never from a path."""
-    return f"model-{params['quant_type']}.gguf"
+    return gguf_file(params["quant_type"])
 
 
 def quantize(source: Path, dest: Path, quant_type: str, threads: int) -> None:
@@ -113,7 +114,7 @@ class LlamaCpp(Algorithm):
         work = Path(tempfile.mkdtemp(prefix="smash-gguf-"))
         floats = work / "model-F32.gguf"
         gguf_export.write_float_gguf(model, floats)
-        target = work / gguf_file(params)
+        target = work / artifact_gguf(params)
         if params["quant_type"] != "F32":
             quantize(floats, target, params["quant_type"], _threads(params))
             floats.unlink()
@@ -135,7 +136,7 @@ class LlamaCpp(Algorithm):
     ) -> None:
         """Write the GGUF into ``folder``, with the tokenizer saved there when llama.cpp can read it."""
         source = Path(model.gguf_path)  # type: ignore[arg-type]
-        dest = folder / gguf_file(params)
+        dest = folder / artifact_gguf(params)
         if dest.exists() and dest.samefile(source):
             return
         vocab_size: Any = model.config.vocab_size  # type: ignore[union-attr]
@@ -152,7 +153,7 @@ class LlamaCpp(Algorithm):
         from smash.architectures import read_base_config
         from smash.llama_cpp_runtime import LlamaCppModel
 
-        path = folder / gguf_file(params)
+        path = folder / artifact_gguf(params)
         if not path.is_file():
             raise ArtifactError(
                 str(folder), f"{path.name} is missing", "Re-save the model with save_pretrained."

@@ -75,6 +75,13 @@ def test_f16_logits_stay_close_to_the_base(base: torch.nn.Module, f16: PrunaMode
     assert torch.equal(got.argmax(-1), expected.argmax(-1))
 
 
+def test_logits_to_keep_gives_the_last_position_only(f16: PrunaModel) -> None:
+    ids = torch.tensor([PROMPTS[2]])
+    last = f16(ids, logits_to_keep=1).logits
+    assert last.shape == (1, 1, 256)
+    torch.testing.assert_close(last, f16(ids).logits[:, -1:], atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize(("quant_type", "floor"), [("Q8_0", 0.9), ("Q4_0", 0.3)])
 def test_quantized_types_keep_most_greedy_tokens(
     quant_type: str, floor: float, base: torch.nn.Module
@@ -117,12 +124,31 @@ def test_the_evaluation_decode_loop_runs_through_llama_cpps_cache(f16: PrunaMode
     assert len(timing.step_latencies_s) == NEW_TOKENS - 1
 
 
+def test_evaluate_measures_a_llama_cpp_model_like_any_other(base: torch.nn.Module, f16: PrunaModel) -> None:
+    from smash.evaluation import Settings, evaluate
+
+    settings = Settings(
+        prompt_lengths=(16,),
+        generation_lengths=(8,),
+        measured_runs=2,
+        quality_prompts=3,
+        quality_new_tokens=8,
+        threads=2,
+    )
+    report = evaluate(base, f16, settings=settings)
+    assert report.smashed.decode_path == "loop"
+    assert report.smashed.decode_latency_s is not None and report.smashed.decode_latency_s.count == 2 * 7
+    assert report.quality is not None
+    assert report.quality.generation_exact == 1.0
+    assert report.quality.top1_agreement == 1.0 and report.quality.kl_mean < 1e-3
+
+
 def test_save_then_load_gives_the_same_tokens_from_a_gguf(q8: PrunaModel, tmp_path: Path) -> None:
     q8.save_pretrained(tmp_path)
     names = {p.name for p in tmp_path.iterdir()}
     assert "model-Q8_0.gguf" in names and "smash_config.json" in names
     assert not [n for n in names if n.endswith(CODE_SUFFIXES)]
-    assert "*.gguf" in LOADER_PATTERNS
+    assert "model-Q8_0.gguf" in LOADER_PATTERNS
     loaded = PrunaModel.from_pretrained(tmp_path)
     assert loaded.smash_config == q8.smash_config
     for prompt in PROMPTS:
