@@ -191,6 +191,25 @@ def test_the_tokenizer_is_written_into_the_saved_gguf(tmp_path: Path) -> None:
     assert llm.token_eos() == tokenizer.eos_token_id
 
 
+def test_llama3_rope_scaling_is_exported() -> None:
+    """Llama 3.1's frequency-dependent rotary scaling reaches llama.cpp as its ``rope_freqs`` tensor."""
+    config = tiny_llama_config()
+    config.rope_parameters = {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
+    base = build_tiny_llama(seed=2, config=config)
+    smashed = _smash(base, "F32")
+    ids = torch.randint(3, 256, (1, 150), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = base(ids).logits
+    torch.testing.assert_close(smashed(ids).logits, expected, atol=1e-3, rtol=1e-3)
+
+
 def test_qwen2_generates_what_transformers_generates() -> None:
     base = build_family_model("qwen2", seed=0)
     smashed = _smash(base, "F32")
