@@ -12,15 +12,33 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
 
 from registry_db.errors import DatabaseUnreachableError
-from registry_db.jobs import create_or_get_job, skip_job
+from registry_db.jobs import (
+    DEFAULT_LEASE,
+    Lease,
+    advance_job,
+    claim_next_job,
+    complete_job,
+    create_or_get_job,
+    fail_job,
+    release_job,
+    renew_lease,
+    skip_job,
+)
 from registry_db.models import Artifact, BaseModel, Candidate, DiscoveryCursor, Job, JobState, Recipe, utcnow
-from registry_db.records import upsert_base_model, upsert_recipe
+from registry_db.records import (
+    MetricValue,
+    record_artifact,
+    record_benchmark_run,
+    set_verification,
+    upsert_base_model,
+    upsert_recipe,
+)
 from registry_db.upsert import insert_ignore
 
 if TYPE_CHECKING:
@@ -92,6 +110,29 @@ class QueuedJob:
     created: bool
     base_model_id: int
     superseded: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobSubject:
+    """What a claimed job is about: its base revision and the recipe (by name and hash) it was made with."""
+
+    repo_id: str
+    revision: str
+    license: str | None
+    recipe_name: str
+    recipe_hash: str
+
+
+@dataclass(frozen=True)
+class BenchmarkRecord:
+    """One evaluation run to record: of the base or the smashed model, with its metric rows."""
+
+    subject: str
+    metrics: tuple[MetricValue, ...]
+    settings: dict[str, Any]
+    hardware: dict[str, Any]
+    library_versions: dict[str, Any]
+    report: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -286,6 +327,99 @@ class ServiceStore:
                 row = session.scalars(select(DiscoveryCursor).filter_by(**key)).one()
                 if newest > row.newest_created_at:
                     row.newest_created_at, row.updated_at = newest, utcnow()
+
+        self.write(work)
+
+    # --- jobs ---------------------------------------------------------------------------------------
+
+    def claim(self, owner: str, *, lease_for: timedelta = DEFAULT_LEASE) -> Lease | None:
+        """The next runnable job, leased to ``owner``, or None."""
+        return self.write(
+            lambda session: claim_next_job(session, owner, namespace=self.namespace, lease_for=lease_for)
+        )
+
+    def subject(self, lease: Lease) -> JobSubject:
+        """The base revision and recipe of a claimed job."""
+
+        def work(session: Session) -> JobSubject:
+            base, recipe = session.get(BaseModel, lease.base_model_id), session.get(Recipe, lease.recipe_id)
+            assert base is not None and recipe is not None  # foreign keys of the claimed job
+            return JobSubject(base.repo_id, base.revision, base.license, recipe.name, recipe.content_hash)
+
+        return self.read(work)
+
+    def recipe_name(self, recipe_id: int) -> str | None:
+        return self.read(lambda session: getattr(session.get(Recipe, recipe_id), "name", None))
+
+    def renew(self, lease: Lease, *, lease_for: timedelta = DEFAULT_LEASE) -> Lease:
+        """Push the lease's expiry forward; LeaseLostError when another worker holds the job now."""
+        return self.write(lambda session: renew_lease(session, lease, lease_for=lease_for))
+
+    def advance(self, lease: Lease, state: str) -> None:
+        self.write(lambda session: advance_job(session, lease, state))
+
+    def release(self, lease: Lease) -> None:
+        """Give the job back at once: queued again, the attempt not counted."""
+        self.write(lambda session: release_job(session, lease))
+
+    def fail(self, lease: Lease, *, error_type: str, message: str, retry_after: timedelta | None) -> str:
+        """Record an error: queued again after ``retry_after`` while attempts last, else failed. The
+        job's state now."""
+        return self.write(
+            lambda session: (
+                fail_job(
+                    session, lease, error_type=error_type, message=message, retry_after=retry_after
+                ).value
+            )
+        )
+
+    def record_runs(self, lease: Lease, runs: Sequence[BenchmarkRecord]) -> None:
+        """The job's evaluation runs (base and smashed), in one transaction."""
+
+        def work(session: Session) -> None:
+            for run in runs:
+                record_benchmark_run(
+                    session,
+                    subject=run.subject,
+                    base_model_id=lease.base_model_id,
+                    job_id=lease.job_id,
+                    metrics=list(run.metrics),
+                    settings=run.settings,
+                    hardware=run.hardware,
+                    library_versions=run.library_versions,
+                    report=run.report,
+                    namespace=self.namespace,
+                )
+
+        self.write(work)
+
+    def record_artifact(
+        self, lease: Lease, *, repo_id: str, commit_sha: str, files: dict[str, int], tag: str, relation: str
+    ) -> int:
+        """The published commit of the job and its lineage edge (idempotent per job); the artifact's id."""
+        return self.write(
+            lambda session: (
+                record_artifact(
+                    session,
+                    job_id=lease.job_id,
+                    repo_id=repo_id,
+                    commit_sha=commit_sha,
+                    files=files,
+                    tag=tag,
+                    relation=relation,
+                ).id
+            )
+        )
+
+    def finish(self, lease: Lease, artifact_id: int, *, verified: bool, message: str) -> None:
+        """The verification of the published artifact, and the job published (or failed) with it."""
+
+        def work(session: Session) -> None:
+            set_verification(session, artifact_id, verified=verified, message=message)
+            if verified:
+                complete_job(session, lease)
+            else:
+                fail_job(session, lease, error_type="VerificationFailed", message=message)
 
         self.write(work)
 

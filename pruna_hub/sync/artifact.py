@@ -46,7 +46,7 @@ def evaluation_metrics(report: Any) -> dict[str, float]:
 
 def run_metrics(efficiency: Any, quality: Any) -> list[Any]:
     """Metric rows of one benchmark run (efficiency of that model; quality on the smashed run)."""
-    from registry_db.records import MetricValue
+    from registry_db.store import MetricValue
 
     rows = [
         MetricValue(key, value, _UNITS.get(key.split(".")[0]))

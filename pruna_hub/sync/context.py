@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pruna_hub.hub_client import HubClient, RetryPolicy
 from pruna_hub.recipes import Recipe, RecipeBook, load_recipes
@@ -18,11 +18,7 @@ from pruna_hub.sync.steps import ModelSteps
 from registry_db.store import ServiceStore, retry_unreachable
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from registry_db import Catalogue
-
-T = TypeVar("T")
 
 
 def worker_name() -> str:
@@ -70,14 +66,6 @@ class SyncContext:
     @property
     def lease_for(self) -> timedelta:
         return timedelta(seconds=self.settings.lease_seconds)
-
-    def write(self, work: Callable[[Session], T]) -> T:
-        """``work`` in one write transaction, retried if the connection to the database was lost."""
-        return self.store.write(work)
-
-    def read(self, work: Callable[[Session], T]) -> T:
-        """``work`` in a read session, retried if the connection to the database was lost."""
-        return self.store.read(work)
 
     def rank_recipes(self, recipes: Sequence[Recipe], model_config: Mapping[str, Any]) -> tuple[Recipe, str]:
         """The recipe of a ``rank_by`` tie that decodes fastest on this host, and why (recipes.ranking)."""

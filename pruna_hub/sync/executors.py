@@ -20,8 +20,7 @@ from pruna_hub.errors import PrunaHubError
 from pruna_hub.sync.job import JobOutcome, release, run_job
 from pruna_hub.sync.service import claim, work
 from registry_db.errors import LeaseLostError
-from registry_db.jobs import Lease, fail_job
-from registry_db.models import Recipe as RecipeRow
+from registry_db.store import Lease
 
 if TYPE_CHECKING:
     from pruna_hub.settings import Settings
@@ -145,8 +144,7 @@ class RayExecutor:
             outcomes.append(self._collect(ctx, ray, done[0], lease))
 
     def _gpus(self, ctx: SyncContext, lease: Lease) -> int:
-        row = ctx.read(lambda session: session.get(RecipeRow, lease.recipe_id))
-        name = row.name if row is not None else ""
+        name = ctx.store.recipe_name(lease.recipe_id) or ""
         recipe = ctx.book.get(name) if name in ctx.book else None
         return 1 if recipe is not None and recipe.device == "cuda" else 0
 
@@ -173,16 +171,12 @@ def _record_crash(ctx: SyncContext, lease: Lease, error: BaseException) -> JobOu
     message = f"the Ray task running the job died: {type(error).__name__}: {str(error).splitlines()[0]}"
     outcome = JobOutcome(lease.job_id, state="failed", error=message)
     try:
-        state = ctx.write(
-            lambda session: fail_job(
-                session,
-                lease,
-                error_type="WorkerCrashed",
-                message=message,
-                retry_after=timedelta(seconds=ctx.settings.retry_base_seconds),
-            )
+        outcome.state = ctx.store.fail(
+            lease,
+            error_type="WorkerCrashed",
+            message=message,
+            retry_after=timedelta(seconds=ctx.settings.retry_base_seconds),
         )
-        outcome.state = state.value
     except LeaseLostError:
         outcome.state = "lease_lost"
     ctx.report(f"job {lease.job_id}: {outcome.state} ({message})")

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from registry_db.errors import CatalogueError, LeaseLostError
-from registry_db.jobs import DEFAULT_LEASE, Lease, renew_lease
+from registry_db.store import DEFAULT_LEASE, Lease, ServiceStore
 
 if TYPE_CHECKING:
     from registry_db import Catalogue
@@ -37,8 +37,7 @@ class Heartbeat:
         interval = self.lease_for.total_seconds() / 3
         while not self._stop.wait(interval):
             try:
-                with self.catalogue.session() as session:
-                    self.lease = renew_lease(session, self.lease, lease_for=self.lease_for)
+                self.lease = ServiceStore(self.catalogue).renew(self.lease, lease_for=self.lease_for)
             except LeaseLostError as e:
                 self.lost = e
                 return

@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pruna_hub.errors import (
     HubConflictError,
@@ -40,19 +40,15 @@ from pruna_hub.sync.fallback import queue_next_tied
 from pruna_hub.sync.heartbeat import Heartbeat
 from pruna_hub.sync.plan import Plan, commit_title, publication_tag
 from registry_db.errors import CatalogueError, LeaseLostError
-from registry_db.jobs import Lease, advance_job, complete_job, fail_job, release_job, renew_lease
-from registry_db.models import BaseModel
-from registry_db.models import Recipe as RecipeRow
-from registry_db.records import record_artifact, record_benchmark_run, set_verification
-from smash.artifact_files import LOADER_PATTERNS
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+from registry_db.store import BenchmarkRecord, Lease
+from smash.artifact_files import GGUF_FILES, LOADER_PATTERNS
 
 logger = logging.getLogger(__name__)
 
 # The base snapshot: what transformers needs to load it (the loader's own list, minus smash's files).
-BASE_PATTERNS = [p for p in LOADER_PATTERNS if not p.startswith("smash_")] + ["*.safetensors.index.json"]
+BASE_PATTERNS = [p for p in LOADER_PATTERNS if not p.startswith("smash_") and p not in GGUF_FILES] + [
+    "*.safetensors.index.json"
+]
 
 
 @dataclass
@@ -90,12 +86,9 @@ def _published_commit(ctx: SyncContext, plan: Plan) -> str | None:
 
 
 def plan_job(ctx: SyncContext, lease: Lease) -> Plan:
-    base, row = ctx.read(
-        lambda session: (session.get(BaseModel, lease.base_model_id), session.get(RecipeRow, lease.recipe_id))
-    )
-    assert base is not None and row is not None  # foreign keys of the claimed job
-    repo_id, revision, license_ = base.repo_id, base.revision, base.license
-    name, content_hash = row.name, row.content_hash
+    subject = ctx.store.subject(lease)
+    repo_id, revision, license_ = subject.repo_id, subject.revision, subject.license
+    name, content_hash = subject.recipe_name, subject.recipe_hash
     if name not in ctx.book:
         raise JobPlanError(lease.job_id, f"recipe {name!r} is no longer loaded", "Add its directory back.")
     recipe = ctx.book.get(name)
@@ -143,7 +136,7 @@ def release(ctx: SyncContext, lease: Lease) -> None:
     """Ctrl-C: give the job back at once (queued, the attempt not counted) rather than leave it leased
     until the lease expires; a rerun adopts whatever this attempt already published."""
     try:
-        ctx.write(lambda session: release_job(session, lease))
+        ctx.store.release(lease)
         ctx.report(f"job {lease.job_id}: interrupted; released back to the queue")
     except CatalogueError as e:  # the lease then simply expires
         ctx.report(f"job {lease.job_id}: interrupted; could not release it ({e})")
@@ -174,7 +167,7 @@ def _smash_and_publish(
     base, tokenizer = ctx.steps.load_base(base_path, device=ctx.device)
     ctx.report(f"job {plan.job_id}: smashing with {plan.recipe.name} ({' -> '.join(plan.recipe.order)})")
     smashed = ctx.steps.smash(base, plan.recipe, tokenizer=tokenizer, device=ctx.device)
-    ctx.write(lambda session: advance_job(session, heartbeat.lease, "smashed"))
+    ctx.store.advance(heartbeat.lease, "smashed")
     folder = workdir / "artifact"
     smashed.save_pretrained(folder)
     ctx.report(f"job {plan.job_id}: evaluating against the base")
@@ -186,7 +179,7 @@ def _smash_and_publish(
     failures = _gate(plan.recipe, report)
     if failures:
         raise QualityGateError(plan.recipe.name, failures)
-    ctx.write(lambda session: advance_job(session, heartbeat.lease, "benchmarked"))
+    ctx.store.advance(heartbeat.lease, "benchmarked")
     build_artifact_folder(ctx, plan, smashed, report, folder)
     ctx.report(f"job {plan.job_id}: publishing {plan.target_repo_id}")
     try:
@@ -205,9 +198,7 @@ def _smash_and_publish(
 
 def _fence(ctx: SyncContext, heartbeat: Heartbeat) -> None:
     """Renew the lease now, in its own transaction: LeaseLostError when another worker holds the job."""
-    heartbeat.lease = ctx.write(
-        lambda session: renew_lease(session, heartbeat.lease, lease_for=ctx.lease_for)
-    )
+    heartbeat.lease = ctx.store.renew(heartbeat.lease, lease_for=ctx.lease_for)
 
 
 def _publish(ctx: SyncContext, plan: Plan, heartbeat: Heartbeat, folder: Path) -> str:
@@ -238,30 +229,18 @@ def _finish(
     reference: tuple[Any, Any] | None,
 ) -> None:
     relation = _relation(plan.recipe)
-    artifact_id = ctx.write(
-        lambda session: (
-            record_artifact(
-                session,
-                job_id=plan.job_id,
-                repo_id=plan.target_repo_id,
-                commit_sha=commit_sha,
-                files=files,
-                tag=plan.tag,
-                relation=relation,
-            ).id
-        )
+    artifact_id = ctx.store.record_artifact(
+        lease,
+        repo_id=plan.target_repo_id,
+        commit_sha=commit_sha,
+        files=files,
+        tag=plan.tag,
+        relation=relation,
     )
     ctx.report(f"job {plan.job_id}: verifying {plan.target_repo_id}@{commit_sha[:12]} loads and runs")
     verified, message = verify_artifact(ctx, plan.target_repo_id, commit_sha, reference=reference)
 
-    def record(session: Session) -> None:
-        set_verification(session, artifact_id, verified=verified, message=message)
-        if verified:
-            complete_job(session, lease)
-        else:
-            fail_job(session, lease, error_type="VerificationFailed", message=message)
-
-    ctx.write(record)
+    ctx.store.finish(lease, artifact_id, verified=verified, message=message)
     outcome.state = "published" if verified else "failed"
     outcome.commit_sha = commit_sha
     outcome.error = None if verified else message
@@ -295,23 +274,18 @@ def _record_runs(ctx: SyncContext, plan: Plan, lease: Lease, report: Any) -> Non
     from pruna_hub.sync.artifact import hardware_of, run_metrics, versions_of
 
     data = report.to_dict()
-
-    def record(session: Session) -> None:
-        for subject, efficiency in (("base", report.base), ("smashed", report.smashed)):
-            record_benchmark_run(
-                session,
-                subject=subject,
-                base_model_id=lease.base_model_id,
-                job_id=plan.job_id,
-                metrics=run_metrics(efficiency, report.quality if subject == "smashed" else None),
-                settings=data["settings"],
-                hardware=hardware_of(report, ctx.device),
-                library_versions=versions_of(report),
-                report=data,
-                namespace=ctx.catalogue.namespace,
-            )
-
-    ctx.write(record)
+    runs = [
+        BenchmarkRecord(
+            subject=subject,
+            metrics=tuple(run_metrics(efficiency, report.quality if subject == "smashed" else None)),
+            settings=data["settings"],
+            hardware=hardware_of(report, ctx.device),
+            library_versions=versions_of(report),
+            report=data,
+        )
+        for subject, efficiency in (("base", report.base), ("smashed", report.smashed))
+    ]
+    ctx.store.record_runs(lease, runs)
 
 
 def _record_failure(ctx: SyncContext, lease: Lease, error: BaseException, outcome: JobOutcome) -> None:
@@ -320,16 +294,14 @@ def _record_failure(ctx: SyncContext, lease: Lease, error: BaseException, outcom
     if not isinstance(error, HubError | QualityGateError | JobPlanError):
         logger.debug("job %s failed:\n%s", lease.job_id, "".join(traceback.format_exception(error)))
     try:
-        state = ctx.write(
-            lambda session: fail_job(
-                session, lease, error_type=type(error).__name__, message=message[:4000], retry_after=retry
-            )
+        state = ctx.store.fail(
+            lease, error_type=type(error).__name__, message=message[:4000], retry_after=retry
         )
     except LeaseLostError as e:
         outcome.state, outcome.error = "lease_lost", str(e)
         return
-    outcome.state, outcome.error = state.value, f"{type(error).__name__}: {message}"
-    ctx.report(f"job {lease.job_id}: {state.value} ({type(error).__name__}: {message.splitlines()[0]})")
+    outcome.state, outcome.error = state, f"{type(error).__name__}: {message}"
+    ctx.report(f"job {lease.job_id}: {state} ({type(error).__name__}: {message.splitlines()[0]})")
 
 
 def _retry_delay(error: BaseException, attempt: int, *, base: timedelta) -> timedelta | None:

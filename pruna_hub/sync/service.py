@@ -14,7 +14,7 @@ from pruna_hub.settings import Settings
 from pruna_hub.sync.context import SyncContext, stderr_reporter
 from pruna_hub.sync.discovery import Decision, discover
 from pruna_hub.sync.job import JobOutcome, run_job
-from registry_db.jobs import Lease, claim_next_job
+from registry_db.store import Lease
 
 if TYPE_CHECKING:
     from pruna_hub.sync.executors import Executor
@@ -83,11 +83,7 @@ def failures(outcomes: list[JobOutcome]) -> JobsFailedError | None:
 def claim(ctx: SyncContext) -> Lease | None:
     """The next runnable job of this context's namespace, leased to this worker (retried across a lost
     database connection), or None."""
-    return ctx.write(
-        lambda session: claim_next_job(
-            session, ctx.owner, namespace=ctx.catalogue.namespace, lease_for=ctx.lease_for
-        )
-    )
+    return ctx.store.claim(ctx.owner, lease_for=ctx.lease_for)
 
 
 def work(

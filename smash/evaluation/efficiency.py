@@ -69,8 +69,12 @@ def choose_decode_path(model: Any, settings: Settings) -> str:
 
 def weight_bytes(model: Any) -> int:
     """Resident bytes of the model's tensors: parameters, buffers (kernel layouts included) and the state
-    dict (quantized tensors included), each underlying storage counted once (tied weights, views)."""
+    dict (quantized tensors included), each underlying storage counted once (tied weights, views). A
+    model whose weights live outside torch (llama.cpp) says itself, through its ``weight_bytes()``."""
     module = unwrap(model)
+    own = getattr(module, "weight_bytes", None)
+    if callable(own):
+        return int(own())
     tensors = [*module.parameters(), *module.buffers(), *module.state_dict().values()]
     storages: dict[int, int] = {}
     for tensor in tensors:

@@ -146,8 +146,13 @@ def test_cpu_llama_is_a_measured_tie_of_hqq8_and_int8_with_their_heads_then_a_4b
         assert next(iter(recipe.smash.values()))["skip_modules"] == ""  # lm_head quantized too
         assert (recipe.quality_gate.min_top1_agreement or 0) >= 0.95
     alternatives = [next(iter(r.smash)) for r in book.matching(llama, "cpu")]
-    assert alternatives == ["hqq", "int8_weight", "hqq"]
-    assert [r.smash.get("hqq", {}).get("weight_bits") for r in book.matching(llama, "cpu")] == [8, None, 4]
+    assert alternatives == ["hqq", "int8_weight", "hqq", "llama_cpp"]
+    assert [r.smash.get("hqq", {}).get("weight_bits") for r in book.matching(llama, "cpu")] == [
+        8,
+        None,
+        4,
+        None,
+    ]
 
 
 # config.json of each family as transformers writes it (the classes' defaults, a real class name), and the
