@@ -18,13 +18,35 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pruna_hub.errors import PrunaHubError
 from pruna_hub.sync.job import JobOutcome, release, run_job
-from pruna_hub.sync.service import claim, work
 from registry_db.errors import LeaseLostError
 from registry_db.store import Lease
 
 if TYPE_CHECKING:
     from pruna_hub.settings import Settings
     from pruna_hub.sync.context import SyncContext
+
+
+def claim(ctx: SyncContext) -> Lease | None:
+    """The next runnable job of this context's namespace, leased to this worker (retried across a lost
+    database connection), or None."""
+    return ctx.store.claim(ctx.owner, lease_for=ctx.lease_for)
+
+
+def work(
+    ctx: SyncContext,
+    *,
+    max_jobs: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[JobOutcome]:
+    """Claim and run runnable jobs one at a time until none is left (or ``max_jobs``, or a stop request)."""
+    outcomes: list[JobOutcome] = []
+    while (max_jobs is None or len(outcomes) < max_jobs) and not should_stop():
+        lease = claim(ctx)
+        if lease is None:
+            break
+        ctx.report(f"job {lease.job_id}: claimed (attempt {lease.attempt})")
+        outcomes.append(run_job(ctx, lease))
+    return outcomes
 
 
 class ExecutorError(PrunaHubError, RuntimeError):

@@ -13,8 +13,7 @@ from pruna_hub.recipes import load_recipes
 from pruna_hub.settings import Settings
 from pruna_hub.sync.context import SyncContext, stderr_reporter
 from pruna_hub.sync.discovery import Decision, discover
-from pruna_hub.sync.job import JobOutcome, run_job
-from registry_db.store import Lease
+from pruna_hub.sync.job import JobOutcome
 
 if TYPE_CHECKING:
     from pruna_hub.sync.executors import Executor
@@ -78,29 +77,6 @@ def failures(outcomes: list[JobOutcome]) -> JobsFailedError | None:
         return None
     ids = [o.job_id for o in counted]
     return GateFailedError(ids) if all(gate(o) for o in counted) else JobsFailedError(ids)
-
-
-def claim(ctx: SyncContext) -> Lease | None:
-    """The next runnable job of this context's namespace, leased to this worker (retried across a lost
-    database connection), or None."""
-    return ctx.store.claim(ctx.owner, lease_for=ctx.lease_for)
-
-
-def work(
-    ctx: SyncContext,
-    *,
-    max_jobs: int | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> list[JobOutcome]:
-    """Claim and run runnable jobs one at a time until none is left (or ``max_jobs``, or a stop request)."""
-    outcomes: list[JobOutcome] = []
-    while (max_jobs is None or len(outcomes) < max_jobs) and not should_stop():
-        lease = claim(ctx)
-        if lease is None:
-            break
-        ctx.report(f"job {lease.job_id}: claimed (attempt {lease.attempt})")
-        outcomes.append(run_job(ctx, lease))
-    return outcomes
 
 
 def sync_once(
