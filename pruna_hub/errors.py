@@ -7,6 +7,7 @@ Each error class owns the exit code the CLI ends with (as click's exceptions do)
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 
 
@@ -108,9 +109,17 @@ class HubError(PrunaHubError):
     def __init__(self, operation: str, repo_id: str | None, detail: str, hint: str) -> None:
         self.operation = operation
         self.repo_id = repo_id
-        self.detail = detail
+        self.detail = redact_credentials(detail)  # an endpoint URL may carry user:password@
         target = f" {repo_id}" if repo_id else ""
-        super().__init__(f"hub {operation}{target}: {detail}. {hint}")
+        super().__init__(f"hub {operation}{target}: {self.detail}. {redact_credentials(hint)}")
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"<>]+@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the user and password of every URL in it replaced by ``***`` (as database URLs are)."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
 
 
 class HubNotFoundError(HubError, LookupError):

@@ -95,13 +95,15 @@ def _chain(error: BaseException) -> list[BaseException]:
     return links
 
 
-def translate(error: BaseException, *, operation: str, repo_id: str | None) -> HubError | None:
+def translate(
+    error: BaseException, *, operation: str, repo_id: str | None, endpoint: str | None = None
+) -> HubError | None:
     """The outcome for a failed Hub call; ``None`` for an error that is not about the Hub (a bug)."""
     links = _chain(error)
     for link in links:
         if isinstance(link, LocalEntryNotFoundError):
             continue  # only says "not in the cache either"; the Hub's reason, if any, is further down
-        found = _translate_one(link, operation, repo_id)
+        found = _translate_one(link, operation, repo_id, endpoint)
         if found is not None:
             return found
     if any(isinstance(link, LocalEntryNotFoundError) for link in links):
@@ -114,7 +116,9 @@ def translate(error: BaseException, *, operation: str, repo_id: str | None) -> H
     return None
 
 
-def _translate_one(error: BaseException, operation: str, repo_id: str | None) -> HubError | None:
+def _translate_one(
+    error: BaseException, operation: str, repo_id: str | None, endpoint: str | None = None
+) -> HubError | None:
     if isinstance(error, GatedRepoError):  # subclass of RepositoryNotFoundError: must come first
         return HubGatedError(
             operation, repo_id, "the repo is gated", "Request access with this token's user."
@@ -127,7 +131,7 @@ def _translate_one(error: BaseException, operation: str, repo_id: str | None) ->
         return HubUnreachableError(
             operation,
             repo_id,
-            f"the endpoint cannot be reached ({error!r})",
+            f"the endpoint {endpoint or ''} cannot be reached ({error!r})".replace("  ", " "),
             "Check the endpoint URL (HF_ENDPOINT / --hub-endpoint) and the network; for the offline store, "
             "start `pruna-hub hub serve` or pass --local-hub",
         )
@@ -235,7 +239,7 @@ class HubClient:
             try:
                 return fn()
             except Exception as e:
-                error = translate(e, operation=operation, repo_id=repo_id)
+                error = translate(e, operation=operation, repo_id=repo_id, endpoint=self.api.endpoint)
                 if error is None:
                     raise
                 truncated = any(isinstance(link, json.JSONDecodeError) for link in _chain(e))
@@ -265,7 +269,7 @@ class HubClient:
         try:
             self.api.model_info(PROBE_REPO)
         except Exception as e:
-            error = translate(e, operation="check_endpoint", repo_id=None)
+            error = translate(e, operation="check_endpoint", repo_id=None, endpoint=self.api.endpoint)
             if isinstance(error, HubUnreachableError):
                 raise error from e
         self._reachable = True

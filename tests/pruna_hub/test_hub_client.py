@@ -406,3 +406,13 @@ def test_calls_huggingface_hub_retries_are_not_retried_again(
     with pytest.raises(HubTransientError):
         client.list_new_models(authors=["meta"])
     assert sleeps == [] and len(hub_sleeps) == 5  # huggingface_hub's five retries, and no second layer
+
+
+def test_credentials_inside_the_endpoint_never_reach_a_message(sleeps: list[float]) -> None:
+    client = HubClient(
+        endpoint=f"http://alice:s3cret@127.0.0.1:{_closed_port()}", retry=RetryPolicy(sleep=sleeps.append)
+    )
+    with pytest.raises(HubUnreachableError) as e:
+        client.model_info("meta/base")
+    assert "s3cret" not in str(e.value) and "alice" not in str(e.value)
+    assert "http://***@127.0.0.1" in str(e.value)
