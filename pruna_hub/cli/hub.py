@@ -45,9 +45,37 @@ def hub() -> None:
     metavar="TOKEN:USER[:ORGS]",
     help="A write token (repeatable). Without any, the store is open: anyone may write.",
 )
-def serve(root: Path, host: str, port: int, tokens: tuple[str, ...]) -> None:
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="OPERATION:STATUS[:TIMES[:RETRY_AFTER]]",
+    help="Answer the next TIMES (default 1) calls of OPERATION (model_info, list_models, tree, resolve, "
+    "commit, tag, ...) with HTTP STATUS, for testing clients against failures (repeatable).",
+)
+@click.option(
+    "--truncate",
+    "truncations",
+    multiple=True,
+    metavar="OPERATION[:TIMES]",
+    help="Cut the body of the next TIMES answers of OPERATION short (repeatable).",
+)
+def serve(
+    root: Path,
+    host: str,
+    port: int,
+    tokens: tuple[str, ...],
+    faults: tuple[str, ...],
+    truncations: tuple[str, ...],
+) -> None:
     """Serve the store until interrupted."""
     store = LocalHub(root, tokens=dict(parse_token(t) for t in tokens) if tokens else None)
+    for spec in faults:
+        operation, status, times, retry_after = parse_fault(spec)
+        store.faults.add(operation, status, times=times, retry_after=retry_after)
+    for spec in truncations:
+        operation, _, times, _ = parse_fault(f"{spec.split(':')[0]}:200:{spec.partition(':')[2] or 1}")
+        store.faults.truncate(operation, times=times)
     _check_free(host, port)
     click.echo(
         f"serving {root} at http://{host}:{port} (set HF_ENDPOINT to it and HF_HUB_DISABLE_XET=1)", err=True
@@ -58,6 +86,29 @@ def serve(root: Path, host: str, port: int, tokens: tuple[str, ...]) -> None:
         click.echo("stopped", err=True)
     except OSError as e:  # taken between the check and the bind
         raise ServeError(host, port, e.strerror or str(e)) from e
+
+
+def parse_fault(spec: str) -> tuple[str, int, int, float | None]:
+    """``OPERATION:STATUS[:TIMES[:RETRY_AFTER]]`` -> its parts, or a usage error saying what is allowed."""
+    from pruna_hub.hubstore.faults import OPERATIONS
+
+    parts = spec.split(":")
+    try:
+        if not 2 <= len(parts) <= 4:
+            raise ValueError("wrong number of parts")
+        operation, status = parts[0], int(parts[1])
+        times = int(parts[2]) if len(parts) > 2 else 1
+        retry_after = float(parts[3]) if len(parts) > 3 else None
+        if operation not in OPERATIONS:
+            raise ValueError(f"unknown operation {operation!r}; known: {', '.join(sorted(OPERATIONS))}")
+        if not 100 <= status <= 599 or times < 1 or (retry_after is not None and not 0 <= retry_after < 1e6):
+            raise ValueError("STATUS is an HTTP status, TIMES >= 1, RETRY_AFTER seconds >= 0")
+    except ValueError as e:
+        raise click.BadParameter(
+            f"{spec!r}: {e} (expected OPERATION:STATUS[:TIMES[:RETRY_AFTER]])",
+            param_hint="--fault/--truncate",
+        ) from e
+    return operation, status, times, retry_after
 
 
 def _check_free(host: str, port: int) -> None:

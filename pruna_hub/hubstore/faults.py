@@ -16,6 +16,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+OPERATIONS = frozenset(
+    {
+        "whoami", "list_models", "model_info", "tree", "resolve", "create_repo", "delete_repo", "settings",
+        "validate_yaml", "preupload", "lfs_batch", "lfs_upload", "lfs_verify", "commit", "tag", "delete_tag",
+        "branch", "delete_branch", "refs", "commits",
+    }
+)  # fmt: skip
 _MESSAGES = {
     409: "Conflict: another operation is in progress (injected fault)",
     412: "A commit has happened since. Please refresh and try again. (injected fault)",

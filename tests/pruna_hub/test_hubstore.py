@@ -526,3 +526,58 @@ def test_any_header_or_card_gives_json_able_fields_or_none(header: Any, readme: 
     json.dumps(fields)
     if fields["cardData"] is not None:
         ModelCardData(**fields["cardData"], ignore_metadata_errors=True)
+
+
+# --- fault injection from the command line ---------------------------------------------------------------
+
+
+def test_fault_operations_are_the_routes_operations() -> None:
+    from pruna_hub.hubstore import api_files, api_repos, api_upload
+    from pruna_hub.hubstore.faults import OPERATIONS
+
+    routed = {r.operation for m in (api_files, api_repos, api_upload) for r in m.ROUTES}
+    assert routed - {"agent_harnesses"} == OPERATIONS
+
+
+def test_hub_serve_injects_the_faults_it_is_given(tmp_path: Path) -> None:
+    """`pruna-hub hub serve --fault model_info:503:2`: a real server whose next two model_info calls
+    answer 503, for operators' and tests' use against the real client."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "pruna_hub.cli", "hub", "serve", "--root", str(tmp_path / "store")]
+    bad = subprocess.run([*command, "--fault", "model_info:abc"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "OPERATION:STATUS" in bad.stderr
+    server = subprocess.Popen(
+        [*command, "--port", str(port), "--fault", "model_info:503:2"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_DISABLE_XET": "1"},
+    )
+    try:
+        api = HfApi(endpoint=f"http://127.0.0.1:{port}")
+        for _ in range(600):  # up to 60 s for the interpreter to start and listen
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        api.create_repo("acme/x")
+        statuses = []
+        for _ in range(3):
+            try:
+                api.model_info("acme/x")
+                statuses.append(200)
+            except HfHubHTTPError as e:
+                statuses.append(e.response.status_code)
+        assert statuses == [503, 503, 200]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
