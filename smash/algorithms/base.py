@@ -11,6 +11,7 @@ new quantizer automatically runs before every compiler without editing the compi
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -87,6 +88,8 @@ class Hyperparameter:
             raise HyperparameterError(algorithm, self.name, value, self.allowed())
         if self.type is float:
             value = float(value)
+            if not math.isfinite(value):  # NaN compares false with every bound and would pass them
+                raise HyperparameterError(algorithm, self.name, value, self.allowed() + " (a finite number)")
         if self.choices is not None and value not in self.choices:
             raise HyperparameterError(algorithm, self.name, value, self.allowed())
         if self.minimum is not None and value < self.minimum:

@@ -63,3 +63,12 @@ def test_serialized_form_is_sorted_so_equal_configs_serialize_identically() -> N
 def test_half_composes_with_a_weight_quantizer() -> None:
     config = SmashConfig({"half": {"dtype": "bfloat16"}, "hqq": {"compute_dtype": "bfloat16"}})
     assert set(config) == {"half", "hqq"}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_float_hyperparameter_must_be_finite(value: float) -> None:
+    """NaN compares false with every bound, so a range check alone let it through."""
+    from smash.errors import HyperparameterError
+
+    with pytest.raises(HyperparameterError, match=r"magnitude_pruning\.sparsity.*finite"):
+        SmashConfig({"magnitude_pruning": {"sparsity": value}})
