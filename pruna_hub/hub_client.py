@@ -39,6 +39,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import ModelInfo, RepoFile
 
+from pruna_hub import metrics
 from pruna_hub.errors import (
     HubConflictError,
     HubError,
@@ -249,6 +250,7 @@ class HubClient:
                     else self.retry.delay(attempt, error, waited=waited)
                 )
                 if wait is None:
+                    metrics.hub_error(error)
                     raise error from e
                 logger.info(
                     "%s %s failed (%s); retry %d in %.1fs",
@@ -271,6 +273,7 @@ class HubClient:
         except Exception as e:
             error = translate(e, operation="check_endpoint", repo_id=None, endpoint=self.api.endpoint)
             if isinstance(error, HubUnreachableError):
+                metrics.hub_error(error)
                 raise error from e
         self._reachable = True
 

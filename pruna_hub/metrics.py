@@ -9,7 +9,7 @@ Two kinds, kept apart on purpose:
   ``CatalogueCollector``, so any process holding the catalogue (the web UI, a worker) reports the same
   numbers without counting anything itself.
 
-Where the service should call them (``pruna_hub/sync``, not wired yet):
+Where the service calls them:
 
 | call | where |
 |---|---|

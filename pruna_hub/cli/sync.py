@@ -96,6 +96,24 @@ def executor_options(command: F) -> F:
     return command
 
 
+def _serve_metrics(ctx: click.Context, param: click.Parameter, port: int | None) -> None:
+    if port is not None:
+        from pruna_hub.metrics import start_metrics_server
+
+        start_metrics_server(port)
+
+
+metrics_option = click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    expose_value=False,
+    callback=_serve_metrics,
+    envvar="PRUNA_HUB_METRICS_PORT",
+    help="Serve Prometheus metrics (step durations, Hub errors by kind, finished jobs, discovery passes) on "
+    "127.0.0.1:PORT/metrics while running.",
+)
+
+
 @click.command("sync")
 @click.option("--once/--watch", default=True, help="Run one pass (default), or keep watching the Hub.")
 @click.option(
@@ -124,6 +142,7 @@ def executor_options(command: F) -> F:
 @local_hub_option
 @config_option
 @format_option()
+@metrics_option
 def sync(
     once: bool,
     interval: float,
@@ -305,6 +324,7 @@ def _render(data: dict[str, Any], fmt: str, *, lines: bool = False) -> None:
 @local_hub_option
 @config_option
 @format_option()
+@metrics_option
 def worker(
     executor: str,
     ray_address: str | None,

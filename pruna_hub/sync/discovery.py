@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pruna_hub import metrics
 from pruna_hub.errors import HubError, HubGatedError, HubNotFoundError, RankingError
 from pruna_hub.recipes import Recipe
 from pruna_hub.recipes.profile import profile_of
@@ -87,6 +88,13 @@ def _split(value: str | None) -> tuple[str, ...]:
 def discover(ctx: SyncContext, *, dry_run: bool = False) -> list[Decision]:
     """Decide for the models new since the last pass (and the updated published ones); a dry run reads
     the cursor but writes nothing, the cursor included."""
+    with metrics.time_step("discover"):
+        decisions = _discover(ctx, dry_run=dry_run)
+    metrics.discovery_pass()
+    return decisions
+
+
+def _discover(ctx: SyncContext, *, dry_run: bool) -> list[Decision]:
     filters = filters_of(ctx)
     listed = _new_models(ctx, filters)
     candidates = {info.id: info for info in listed}

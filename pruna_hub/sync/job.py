@@ -25,6 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pruna_hub import metrics
 from pruna_hub.errors import (
     HubConflictError,
     HubError,
@@ -166,14 +167,16 @@ def _smash_and_publish(
     base_path = ctx.hub.download(plan.base_repo_id, revision=plan.revision, allow_patterns=BASE_PATTERNS)
     base, tokenizer = ctx.steps.load_base(base_path, device=ctx.device)
     ctx.report(f"job {plan.job_id}: smashing with {plan.recipe.name} ({' -> '.join(plan.recipe.order)})")
-    smashed = ctx.steps.smash(base, plan.recipe, tokenizer=tokenizer, device=ctx.device)
+    with metrics.time_step("smash"):
+        smashed = ctx.steps.smash(base, plan.recipe, tokenizer=tokenizer, device=ctx.device)
     ctx.store.advance(heartbeat.lease, "smashed")
     folder = workdir / "artifact"
     smashed.save_pretrained(folder)
     ctx.report(f"job {plan.job_id}: evaluating against the base")
-    report = ctx.steps.evaluate(
-        base, smashed, plan.recipe, tokenizer, base_path=base_path, smashed_path=folder
-    )
+    with metrics.time_step("evaluate"):
+        report = ctx.steps.evaluate(
+            base, smashed, plan.recipe, tokenizer, base_path=base_path, smashed_path=folder
+        )
     outcome.metrics = evaluation_metrics(report)
     _record_runs(ctx, plan, heartbeat.lease, report)
     failures = _gate(plan.recipe, report)
@@ -183,7 +186,8 @@ def _smash_and_publish(
     build_artifact_folder(ctx, plan, smashed, report, folder)
     ctx.report(f"job {plan.job_id}: publishing {plan.target_repo_id}")
     try:
-        sha = _publish(ctx, plan, heartbeat, folder)
+        with metrics.time_step("publish"):
+            sha = _publish(ctx, plan, heartbeat, folder)
     except HubConflictError:
         # main moved since its head was read: most likely a worker that took this job over published.
         _fence(ctx, heartbeat)  # LeaseLostError if so: stop here, their publication stands
@@ -238,9 +242,11 @@ def _finish(
         relation=relation,
     )
     ctx.report(f"job {plan.job_id}: verifying {plan.target_repo_id}@{commit_sha[:12]} loads and runs")
-    verified, message = verify_artifact(ctx, plan.target_repo_id, commit_sha, reference=reference)
+    with metrics.time_step("verify"):
+        verified, message = verify_artifact(ctx, plan.target_repo_id, commit_sha, reference=reference)
 
     ctx.store.finish(lease, artifact_id, verified=verified, message=message)
+    metrics.job_finished("published" if verified else "failed")
     outcome.state = "published" if verified else "failed"
     outcome.commit_sha = commit_sha
     outcome.error = None if verified else message
@@ -300,6 +306,7 @@ def _record_failure(ctx: SyncContext, lease: Lease, error: BaseException, outcom
     except LeaseLostError as e:
         outcome.state, outcome.error = "lease_lost", str(e)
         return
+    metrics.job_finished(state)
     outcome.state, outcome.error = state, f"{type(error).__name__}: {message}"
     ctx.report(f"job {lease.job_id}: {state} ({type(error).__name__}: {message.splitlines()[0]})")
 

@@ -81,14 +81,26 @@ def _job_states(ctx: SyncContext) -> list[str]:
         return [j.state for j in session.query(Job).filter(Job.namespace == ctx.catalogue.namespace)]
 
 
+def _sample(name: str, **labels: str) -> float:
+    from pruna_hub.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def test_sync_publishes_a_verified_artifact_with_a_card_and_is_idempotent(
     make_ctx: Any, tmp_path: Path
 ) -> None:
     api = acme()
     revision = publish_base(api, "acme/tiny-llama", tmp_path / "base")
     ctx = make_ctx()
+    steps = ("discover", "smash", "evaluate", "publish", "verify")
+    before = {s: _sample("pruna_hub_step_duration_seconds_count", step=s, outcome="ok") for s in steps}
+    published_before = _sample("pruna_hub_jobs_finished_total", state="published")
 
     summary = sync_once(ctx)
+    for step in steps:  # the service's Prometheus metrics (what `--metrics-port` serves)
+        assert _sample("pruna_hub_step_duration_seconds_count", step=step, outcome="ok") == before[step] + 1
+    assert _sample("pruna_hub_jobs_finished_total", state="published") == published_before + 1
 
     assert [(d.repo_id, d.action) for d in summary.decisions] == [("acme/tiny-llama", "queued")]
     [outcome] = summary.outcomes
