@@ -133,8 +133,8 @@ def _translate_one(
             operation,
             repo_id,
             f"the endpoint {endpoint or ''} cannot be reached ({error!r})".replace("  ", " "),
-            "Check the endpoint URL (HF_ENDPOINT / --hub-endpoint) and the network; for the offline store, "
-            "start `pruna-hub hub serve` or pass --local-hub",
+            "Check the endpoint URL (HF_ENDPOINT, or hub_endpoint in the config file) and the network; "
+            "for the offline store, start `pruna-hub hub serve` or pass --local-hub",
         )
     if isinstance(error, httpx2.TransportError | json.JSONDecodeError):
         return HubTransientError(
