@@ -9,6 +9,9 @@ from typing import Any
 import torch
 from huggingface_hub import HfApi
 
+PRUNA = "hf_pruna_write"  # the service's token
+ACME = "hf_acme_write"  # the base models' author
+
 TEST_RECIPE = """
 description = "tiny test recipe: 8-bit hqq, light evaluation"
 version = 1
@@ -175,3 +178,35 @@ def publish_base(
     api.create_repo(repo_id, exist_ok=True)
     info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message="base")
     return str(info.oid)
+
+
+def local_store(root: Path) -> Any:
+    """The local store the sync tests publish to: the service may write to PrunaAI, acme to its own."""
+    from pruna_hub.hubstore import LocalHub, Principal
+
+    return LocalHub(root, tokens={PRUNA: Principal("pruna", orgs=("PrunaAI",)), ACME: "acme"})
+
+
+def open_context(
+    endpoint: str, work: Path, *, recipe_dir: Path, database_url: str, namespace: str, **flags: Any
+) -> Any:
+    """A SyncContext on ``endpoint`` with the service's token, no retry waits and quiet progress."""
+    from pruna_hub.hub_client import RetryPolicy
+    from pruna_hub.settings import load_settings
+    from pruna_hub.sync.context import SyncContext
+
+    settings = load_settings(
+        {
+            "hub_endpoint": endpoint,
+            "recipe_dirs": [recipe_dir],
+            "database_url": database_url,
+            "namespace": namespace,
+            "work_dir": str(work),
+            "device": "cpu",
+            "retry_base_seconds": 0,
+            "token": PRUNA,
+            **flags,
+        },
+        environ={},
+    )
+    return SyncContext.open(settings, report=lambda message: None, retry=RetryPolicy(sleep=lambda s: None))

@@ -13,12 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from huggingface_hub import HfApi
-from sync_support import publish_base, write_recipe
+from sync_support import ACME, local_store, open_context, publish_base, write_recipe
 
 from pruna_hub.cli import cli, main
-from pruna_hub.hub_client import RetryPolicy
-from pruna_hub.hubstore import LocalHub, Principal
-from pruna_hub.settings import load_settings
 from pruna_hub.sync.context import SyncContext
 from pruna_hub.sync.service import sync_once
 from registry_db.jobs import claim_next_job, fail_job
@@ -34,9 +31,6 @@ from registry_db.testing import (  # noqa: F401
     seed_catalogue,
     sqlite_template,
 )
-
-PRUNA = "hf_pruna_write"
-ACME = "hf_acme_write"
 
 
 @pytest.fixture
@@ -130,24 +124,13 @@ def test_reading_jobs_never_creates_a_catalogue(tmp_path: Path, backend: str) ->
 
 @pytest.fixture
 def make_ctx(tmp_path: Path, db_url: str, namespace: str) -> Iterator[Any]:
-    hub = LocalHub(tmp_path / "hub", tokens={PRUNA: Principal("pruna", orgs=("PrunaAI",)), ACME: "acme"})
+    hub = local_store(tmp_path / "hub")
     contexts: list[SyncContext] = []
 
     def make(recipe_dir: Path) -> SyncContext:
-        settings = load_settings(
-            {
-                "hub_endpoint": endpoint,
-                "recipe_dirs": [recipe_dir],
-                "database_url": db_url,
-                "namespace": namespace,
-                "work_dir": str(tmp_path / "work"),
-                "device": "cpu",
-                "retry_base_seconds": 0,
-                "token": PRUNA,
-            },
-            environ={},
+        ctx = open_context(
+            endpoint, tmp_path / "work", recipe_dir=recipe_dir, database_url=db_url, namespace=namespace
         )
-        ctx = SyncContext.open(settings, report=lambda message: None, retry=RetryPolicy(sleep=lambda s: None))
         contexts.append(ctx)
         return ctx
 

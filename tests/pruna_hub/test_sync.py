@@ -12,14 +12,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from huggingface_hub import HfApi, ModelCard
-from sync_support import card, publish_base, write_recipe, write_tied_recipes
+from sync_support import ACME, card, local_store, open_context, publish_base, write_recipe, write_tied_recipes
 
 from pruna_hub.card import extract_snippet
 from pruna_hub.cli import cli
-from pruna_hub.hub_client import RetryPolicy
-from pruna_hub.hubstore import LocalHub, Principal
+from pruna_hub.hubstore import LocalHub
 from pruna_hub.recipes.ranking import RecipeTiming, TimingStore, choose, rank
-from pruna_hub.settings import load_settings
 from pruna_hub.sync.context import SyncContext
 from pruna_hub.sync.discovery import discover, full_config
 from pruna_hub.sync.service import sync_once
@@ -28,8 +26,6 @@ from registry_db.models import Recipe as RecipeRow
 from registry_db.queries import show_artifact
 
 TARGET = "PrunaAI/tiny-llama-smashed-test"
-PRUNA = "hf_pruna_write"  # the service's token
-ACME = "hf_acme_write"  # the base models' author
 
 
 def acme() -> HfApi:
@@ -38,7 +34,7 @@ def acme() -> HfApi:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[tuple[LocalHub, str]]:
-    hub = LocalHub(tmp_path / "hub", tokens={PRUNA: Principal("pruna", orgs=("PrunaAI",)), ACME: "acme"})
+    hub = local_store(tmp_path / "hub")
     with hub.install() as endpoint:
         yield hub, endpoint
 
@@ -53,21 +49,14 @@ def make_ctx(
     contexts: list[SyncContext] = []
 
     def make(recipe_dir: Path | None = None, **flags: Any) -> SyncContext:
-        settings = load_settings(
-            {
-                "hub_endpoint": store[1],
-                "recipe_dirs": [recipe_dir or write_recipe(tmp_path / "recipes")],
-                "database_url": db_url,
-                "namespace": namespace,
-                "work_dir": str(tmp_path / "work"),
-                "device": "cpu",
-                "retry_base_seconds": 0,
-                "token": PRUNA,
-                **flags,
-            },
-            environ={},
+        ctx = open_context(
+            store[1],
+            tmp_path / "work",
+            recipe_dir=recipe_dir or write_recipe(tmp_path / "recipes"),
+            database_url=db_url,
+            namespace=namespace,
+            **flags,
         )
-        ctx = SyncContext.open(settings, report=lambda message: None, retry=RetryPolicy(sleep=lambda s: None))
         contexts.append(ctx)
         return ctx
 

@@ -15,15 +15,11 @@ from typing import Any
 import pytest
 from family_models import family_config
 from huggingface_hub import HfApi
-from sync_support import card, tiny_tokenizer
+from sync_support import ACME, card, local_store, open_context, tiny_tokenizer
 
-from pruna_hub.hub_client import RetryPolicy
-from pruna_hub.hubstore import LocalHub, Principal
-from pruna_hub.settings import load_settings
 from pruna_hub.sync.context import SyncContext
 from pruna_hub.sync.service import sync_once
 
-PRUNA, ACME = "hf_pruna_write", "hf_acme_write"
 DECODERS = [
     "llama",
     "qwen2",
@@ -114,23 +110,15 @@ def publish_family(api: HfApi, family: str, folder: Path) -> str:
 
 @pytest.fixture
 def ctx(tmp_path: Path, namespace: str) -> Iterator[SyncContext]:
-    hub = LocalHub(tmp_path / "hub", tokens={PRUNA: Principal("pruna", orgs=("PrunaAI",)), ACME: "acme"})
-    with hub.install() as endpoint:
-        settings = load_settings(
-            {
-                "hub_endpoint": endpoint,
-                "recipe_dirs": [write_recipes(tmp_path / "recipes")],
-                "database_url": f"sqlite:///{tmp_path / 'catalogue.db'}",
-                "namespace": namespace,
-                "work_dir": str(tmp_path / "work"),
-                "device": "cpu",
-                "retry_base_seconds": 0,
-                "token": PRUNA,
-                "limit": 50,
-            },
-            environ={},
+    with local_store(tmp_path / "hub").install() as endpoint:
+        context = open_context(
+            endpoint,
+            tmp_path / "work",
+            recipe_dir=write_recipes(tmp_path / "recipes"),
+            database_url=f"sqlite:///{tmp_path / 'catalogue.db'}",
+            namespace=namespace,
+            limit=50,
         )
-        context = SyncContext.open(settings, report=lambda m: None, retry=RetryPolicy(sleep=lambda s: None))
         yield context
         context.close()
 
